@@ -1,0 +1,50 @@
+# spt: make demo | make test | make bench | make fuzz
+#
+# Every target sets up what it needs: host packages (scripts/install-deps,
+# as root), the venv in .venv (with .venv/bin/solo5-spt and .venv/bin/spt),
+# the trampoline (native/) and the guest kit (guests/).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: all setup deps native guests demo test test-fast bench fuzz clean
+
+all: setup
+
+setup: deps $(VENV)/.installed native guests
+
+deps:
+	@./scripts/install-deps
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $@
+
+native:
+	$(MAKE) -s -C native
+
+guests: $(VENV)/.installed
+	$(MAKE) -s -C guests PYTHON=../$(PY)
+
+demo: setup
+	$(VENV)/bin/solo5-spt --mem=32 guests/out/hello.spt "Hello from make demo"
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+bench: setup
+	$(PY) -m bench
+
+fuzz: setup
+	$(PY) -m pytest -q tests/test_fuzz.py --fuzz-cases=$${FUZZ_CASES:-10000}
+
+clean:
+	$(MAKE) -s -C native clean
+	$(MAKE) -s -C guests clean
+	rm -rf $(VENV) *.egg-info

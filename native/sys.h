@@ -1,0 +1,99 @@
+/*
+ * sys.h: raw x86_64 Linux system calls, one tiny named wrapper each.
+ *
+ * The trampoline links no libc: after it runs, nothing of the host's C
+ * library may remain in the process. Wrappers return the kernel's result
+ * unchanged (negative errno on failure).
+ */
+#ifndef SPT_SYS_H
+#define SPT_SYS_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#define SYS_read 0
+#define SYS_write 1
+#define SYS_close 3
+#define SYS_fstat 5
+#define SYS_mmap 9
+#define SYS_mprotect 10
+#define SYS_munmap 11
+#define SYS_rt_sigaction 13
+#define SYS_rt_sigprocmask 14
+#define SYS_pread64 17
+#define SYS_socket 41
+#define SYS_sendto 44
+#define SYS_exit_group 231
+#define SYS_epoll_ctl 233
+#define SYS_prctl 157
+#define SYS_timerfd_create 283
+#define SYS_epoll_create1 291
+#define SYS_dup3 292
+#define SYS_seccomp 317
+#define SYS_close_range 436
+
+static inline long sys3(long n, long a, long b, long c)
+{
+    long r;
+    __asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c)
+                     : "rcx", "r11", "memory");
+    return r;
+}
+
+static inline long sys6(long n, long a, long b, long c, long d, long e, long f)
+{
+    long r;
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    register long r9 __asm__("r9") = f;
+    __asm__ volatile("syscall" : "=a"(r)
+                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return r;
+}
+
+static inline long sys_write(int fd, const void *buf, size_t n)
+{ return sys3(SYS_write, fd, (long)buf, (long)n); }
+static inline long sys_pread(int fd, void *buf, size_t n, uint64_t off)
+{ return sys6(SYS_pread64, fd, (long)buf, (long)n, (long)off, 0, 0); }
+static inline long sys_close(int fd)
+{ return sys3(SYS_close, fd, 0, 0); }
+static inline long sys_close_range(unsigned lo, unsigned hi)
+{ return sys3(SYS_close_range, lo, hi, 0); }
+static inline long sys_mmap(uint64_t addr, uint64_t len, int prot, int flags, int fd, uint64_t off)
+{ return sys6(SYS_mmap, (long)addr, (long)len, prot, flags, fd, (long)off); }
+static inline long sys_mprotect(uint64_t addr, uint64_t len, int prot)
+{ return sys3(SYS_mprotect, (long)addr, (long)len, prot); }
+static inline long sys_fstat_size(int fd, uint64_t *size)
+{
+    uint64_t st[18]; /* struct stat is 144 bytes; st_size at offset 48 */
+    long r = sys3(SYS_fstat, fd, (long)st, 0);
+    if (r == 0)
+        *size = st[6];
+    return r;
+}
+static inline long sys_rt_sigaction(int sig, const void *act, void *old)
+{ return sys6(SYS_rt_sigaction, sig, (long)act, (long)old, 8, 0, 0); }
+static inline long sys_rt_sigprocmask(int how, const uint64_t *set)
+{ return sys6(SYS_rt_sigprocmask, how, (long)set, 0, 8, 0, 0); }
+static inline long sys_prctl(int op, long a)
+{ return sys6(SYS_prctl, op, a, 0, 0, 0, 0); }
+static inline long sys_epoll_create1(int flags)
+{ return sys3(SYS_epoll_create1, flags, 0, 0); }
+static inline long sys_epoll_ctl(int ep, int op, int fd, void *ev)
+{ return sys6(SYS_epoll_ctl, ep, op, fd, (long)ev, 0, 0); }
+static inline long sys_timerfd_create(int clock, int flags)
+{ return sys3(SYS_timerfd_create, clock, flags, 0); }
+static inline long sys_dup3(int from, int to)
+{ return sys3(SYS_dup3, from, to, 0); }
+static inline long sys_socket(int domain, int type, int proto)
+{ return sys3(SYS_socket, domain, type, proto); }
+static inline long sys_sendto(int fd, const void *buf, size_t n, const void *addr, uint32_t alen)
+{ return sys6(SYS_sendto, fd, (long)buf, (long)n, 0, (long)addr, alen); }
+static inline __attribute__((noreturn)) void sys_exit_group(int status)
+{
+    for (;;)
+        sys3(SYS_exit_group, status, 0, 0);
+}
+
+#endif

@@ -1,0 +1,104 @@
+"""Block devices: `--block:NAME=PATH`, `--block-sector-size:NAME=N`.
+
+A block device is a file (or a host block device) opened read-write. The guest
+reads and writes it one sector at a time with pread64/pwrite64, and the filter
+pins both the count (one sector) and the offset (inside the file), so a guest
+can neither grow the file nor reach past it.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+import struct
+from dataclasses import replace
+
+from spt import abi
+from spt.devices import Attached, Option
+from spt.errors import SptError
+from spt.manifest import Entry
+
+TYPE = abi.MFT_DEV_BLOCK_BASIC
+POLICY = "block"
+BLKGETSIZE64 = 0x80081272
+
+
+def _parse_path(name: str, value: str) -> str:
+    if not value:
+        raise SptError("Malformed argument to --block:%s=PATH: empty path" % name)
+    return value
+
+
+def _parse_sector_size(name: str, value: str) -> int:
+    try:
+        size = int(value, 10)
+    except ValueError:
+        size = 0
+    if size < abi.BLOCK_DEFAULT_SECTOR or size & (size - 1) or size > 0xFFFF:
+        raise SptError("Block size must be a multiple of 2 greater than or equal 512")
+    return size
+
+
+OPTIONS = (
+    Option("block", "path", _parse_path, "PATH",
+           "attach block device NAME to the file or block device at PATH", required=True),
+    Option("block-sector-size", "sector_size", _parse_sector_size, "N",
+           "sector size of block device NAME in bytes (a power of two >= 512; default 512)"),
+)
+
+
+def inherited_fds(settings: dict) -> set[int]:
+    return set()
+
+
+def attach(entry: Entry, settings: dict) -> Attached:
+    path = settings["path"]
+    sector = settings.get("sector_size", abi.BLOCK_DEFAULT_SECTOR)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise SptError("%s: %s" % (path, exc.strerror)) from None
+    try:
+        capacity = _capacity(fd, path)
+        if capacity % sector:
+            raise SptError("%s: Backing storage size must be block aligned (%d bytes, "
+                           "sector size %d)" % (path, capacity, sector))
+        if capacity < sector:
+            raise SptError("%s: Backing storage must be at least 1 block (%d bytes)"
+                           % (path, sector))
+        _lock(fd, path)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return Attached(
+        entry=replace(entry, attached=True, hostfd=fd, capacity=capacity, block_size=sector),
+        fds=(fd,),
+        facts={"fd": fd, "sector_size": sector, "capacity": capacity},
+        policy=POLICY,
+    )
+
+
+def _capacity(fd: int, path: str) -> int:
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode):
+        return st.st_size
+    if stat.S_ISBLK(st.st_mode):
+        buf = fcntl.ioctl(fd, BLKGETSIZE64, bytes(8))
+        return struct.unpack("<Q", buf)[0]
+    raise SptError("%s: not a regular file or block device" % path)
+
+
+def _lock(fd: int, path: str) -> None:
+    """An exclusive flock on the open file: it lives as long as the guest's
+    fd, so a second tender (ours, or any flock user) cannot attach the same
+    storage while this guest runs."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise SptError("%s: Backing storage is in use by another guest (locked)"
+                           % path) from None
+        raise SptError("%s: cannot lock: %s" % (path, exc.strerror)) from None

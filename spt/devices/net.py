@@ -1,0 +1,201 @@
+"""Network devices: `--net:NAME=IFACE`, `--net:NAME=@FD`, `--net-mac:NAME=MAC`.
+
+A net device is a TAP interface. The guest reads and writes whole Ethernet
+frames on its fd (non-blocking; epoll tells it when one is waiting), so the
+filter allows read and write on that fd and nothing else.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import stat
+import struct
+from dataclasses import replace
+
+from spt import abi
+from spt.devices import Attached, Option
+from spt.errors import SptError
+from spt.manifest import Entry
+
+TYPE = abi.MFT_DEV_NET_BASIC
+POLICY = "net"
+
+TUNSETIFF = 0x400454CA
+TUNGETIFF = 0x800454D2
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+IFF_UP = 0x1
+SIOCGIFFLAGS = 0x8913
+SIOCGIFMTU = 0x8921
+SIOCETHTOOL = 0x8946
+ETHTOOL_SGSO = 0x24
+ETHTOOL_SGRO = 0x2C
+IFNAMSIZ = 16
+_IFREQ = struct.Struct("16sH22x")  # name, flags (short), padded to 40 bytes
+_IFREQ_INT = struct.Struct("16si20x")  # name, int (mtu), padded to 40 bytes
+
+
+def _parse_target(name: str, value: str):
+    """IFACE, or @FD for a TAP the caller already opened."""
+    if value.startswith("@"):
+        digits = value[1:]
+        if not digits.isdigit() or not 0 <= int(digits) < 1 << 31:
+            raise SptError("Malformed argument to --net:%s=@FD: %r" % (name, value))
+        return int(digits)
+    if not value or len(value) >= IFNAMSIZ or "/" in value or value.strip() != value:
+        raise SptError("Malformed argument to --net:%s=IFACE: %r" % (name, value))
+    return value
+
+
+def _parse_mac(name: str, value: str) -> bytes:
+    parts = value.split(":")
+    try:
+        if len(parts) != 6 or any(len(p) != 2 for p in parts):
+            raise ValueError
+        mac = bytes(int(p, 16) for p in parts)
+    except ValueError:
+        raise SptError("Malformed argument to --net-mac:%s: %r is not a MAC address "
+                       "(xx:xx:xx:xx:xx:xx)" % (name, value)) from None
+    if mac[0] & 0x01:
+        raise SptError("Malformed argument to --net-mac:%s: %s is a multicast address"
+                       % (name, value))
+    return mac
+
+
+OPTIONS = (
+    Option("net", "target", _parse_target, "IFACE|@FD",
+           "attach net device NAME to the TAP interface IFACE, or to the TAP fd FD "
+           "the caller opened", required=True),
+    Option("net-mac", "mac", _parse_mac, "HWADDR",
+           "MAC address of net device NAME (default: random, locally administered)"),
+)
+
+
+def random_mac() -> bytes:
+    """Random, locally administered, unicast (spt-abi §4)."""
+    mac = bytearray(os.urandom(6))
+    mac[0] = (mac[0] & 0xFE) | 0x02
+    return bytes(mac)
+
+
+def inherited_fds(settings: dict) -> set[int]:
+    """`@FD`: an fd the caller passed, which the launcher must not close."""
+    target = settings.get("target")
+    return {target} if isinstance(target, int) else set()
+
+
+def attach(entry: Entry, settings: dict) -> Attached:
+    target = settings["target"]
+    if isinstance(target, int):
+        fd, ifname = _adopt_fd(target)
+    else:
+        fd, ifname = _open_tap(target), target
+    try:
+        mtu = _mtu(ifname)
+        _offloads_off(ifname)
+    except BaseException:
+        if not isinstance(target, int):
+            os.close(fd)
+        raise
+    mac = settings.get("mac") or random_mac()
+    return Attached(
+        entry=replace(entry, attached=True, hostfd=fd, mac=mac, mtu=mtu),
+        fds=(fd,),
+        facts={"fd": fd, "ifname": ifname, "mtu": mtu},
+        policy=POLICY,
+        watch=((fd, entry.index),),
+    )
+
+
+def _fail(ifname: str, reason: str) -> SptError:
+    return SptError("Could not attach interface: %s: %s" % (ifname, reason))
+
+
+def _ifreq_ioctl(request: int, packed: bytes) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        return fcntl.ioctl(s.fileno(), request, packed)
+
+
+def _flags(ifname: str) -> int:
+    try:
+        out = _ifreq_ioctl(SIOCGIFFLAGS, _IFREQ.pack(ifname.encode(), 0))
+    except OSError as exc:
+        raise _fail(ifname, exc.strerror or str(exc)) from None
+    return _IFREQ.unpack(out)[1]
+
+
+def _mtu(ifname: str) -> int:
+    try:
+        out = _ifreq_ioctl(SIOCGIFMTU, _IFREQ_INT.pack(ifname.encode(), 0))
+    except OSError as exc:
+        raise _fail(ifname, "cannot read MTU: %s" % (exc.strerror or exc)) from None
+    return _IFREQ_INT.unpack(out)[1]
+
+
+def _offloads_off(ifname: str) -> None:
+    """GRO and GSO off: the guest reads at most MTU + 14 bytes a frame, so an
+    aggregated frame would be cut short. Interfaces without the feature
+    (EOPNOTSUPP) have nothing to switch off."""
+    import array
+    import errno
+
+    for cmd in (ETHTOOL_SGSO, ETHTOOL_SGRO):
+        value = array.array("I", [cmd, 0])  # struct ethtool_value; ifr_data points at it
+        ifreq = struct.pack("16sP16x", ifname.encode(), value.buffer_info()[0])
+        try:
+            _ifreq_ioctl(SIOCETHTOOL, ifreq)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise _fail(ifname, "cannot switch offloads off: %s" % exc.strerror) from None
+
+
+def _open_tap(ifname: str) -> int:
+    flags = _flags(ifname)  # also: does it exist?
+    if not flags & IFF_UP:
+        raise _fail(ifname, "interface is down")
+    try:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _fail(ifname, "/dev/net/tun: %s" % exc.strerror) from None
+    try:
+        out = fcntl.ioctl(fd, TUNSETIFF, _IFREQ.pack(ifname.encode(), IFF_TAP | IFF_NO_PI))
+    except OSError as exc:
+        os.close(fd)
+        reason = exc.strerror or str(exc)
+        if exc.errno == 16:  # EBUSY: another process holds the TAP
+            reason = "already in use by another process (%s)" % reason
+        elif exc.errno == 22:  # EINVAL: exists but is not a TAP (e.g. a TUN)
+            reason = "not a TAP interface (%s)" % reason
+        raise _fail(ifname, reason) from None
+    got = _IFREQ.unpack(out)[0].split(b"\0", 1)[0].decode()
+    if got != ifname:
+        os.close(fd)
+        raise _fail(ifname, "the kernel attached %r instead" % got)
+    return fd
+
+
+def _adopt_fd(fd: int) -> tuple[int, str]:
+    """A TAP opened by the caller (albatross-style): learn its interface and
+    MTU from the fd itself, and make it non-blocking as the guest expects."""
+    label = "@%d" % fd
+    try:
+        st = os.fstat(fd)
+    except OSError as exc:
+        raise _fail(label, exc.strerror or str(exc)) from None
+    if not stat.S_ISCHR(st.st_mode):
+        raise _fail(label, "not a TAP device fd")
+    try:
+        out = fcntl.ioctl(fd, TUNGETIFF, _IFREQ.pack(b"", 0))
+    except OSError as exc:
+        raise _fail(label, "not an attached TAP device fd (%s)" % (exc.strerror or exc)) from None
+    name, flags = _IFREQ.unpack(out)
+    ifname = name.split(b"\0", 1)[0].decode()
+    if not flags & IFF_TAP:
+        raise _fail(label, "%s is not a TAP interface" % ifname)
+    if not flags & IFF_NO_PI:
+        raise _fail(label, "%s was opened without IFF_NO_PI" % ifname)
+    os.set_blocking(fd, False)
+    os.set_inheritable(fd, True)
+    return fd, ifname

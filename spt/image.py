@@ -1,0 +1,246 @@
+"""The Image stage: read a unikernel ELF with pyelftools and check every rule
+of the spt ABI (docs/abi.md, §1 and §2) before anything is mapped.
+
+Each check is a small function that raises `ImageError` with the file, the
+program header index where one applies, and what was wrong. The result is plain
+data: the entry point, the segments to copy, `kernel_end` and the manifest.
+Checks that depend on the guest's memory size live in `check_fits`, because
+the image is read before the devices and the memory are settled.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+from spt import abi, manifest
+from spt.errors import SptError
+
+PT_LOAD, PT_NOTE = "PT_LOAD", "PT_NOTE"
+PF_X, PF_W, PF_R = 1, 2, 4
+_NOTE_HEADER = struct.Struct("<III")
+_ABI1 = struct.Struct("<IIII")
+_U64_MAX = (1 << 64) - 1
+
+
+class ImageError(SptError):
+    """The file is not a unikernel this tender can run."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    index: int  # program header index, for messages
+    offset: int
+    vaddr: int
+    filesz: int
+    memsz: int
+    start: int  # page-aligned range the protection applies to
+    end: int
+    flags: int  # PF_R | PF_W | PF_X
+
+    @property
+    def perms(self) -> str:
+        return "".join(c if self.flags & bit else "-"
+                       for c, bit in (("r", PF_R), ("w", PF_W), ("x", PF_X)))
+
+
+@dataclass(frozen=True)
+class Image:
+    path: str
+    entry: int
+    segments: tuple[Segment, ...]
+    kernel_end: int
+    abi_target: int
+    abi_version: int
+    manifest: manifest.Manifest
+
+    def abi_json(self) -> dict:
+        """The shape Solo5's elftool prints for `query-abi`."""
+        return {
+            "type": "solo5.abi",
+            "target": abi.ABI_TARGETS.get(self.abi_target, str(self.abi_target)),
+            "version": self.abi_version,
+        }
+
+
+def load(path: str, stream=None) -> Image:
+    """Read and check the image at `path` (from `stream` if one is open)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.construct.core import ConstructError
+    from elftools.elf.elffile import ELFFile
+
+    def fail(why: str) -> ImageError:
+        return ImageError("%s: %s" % (path, why))
+
+    own_stream = stream is None
+    if own_stream:
+        stream = open_kernel(path)
+    try:
+        try:
+            elf = ELFFile(stream)
+            header = elf.header
+            _check_header(header, fail)
+            phdrs = [elf.get_segment(i).header for i in range(header["e_phnum"])]
+        except ImageError:
+            raise
+        except (ELFError, ConstructError, struct.error, ValueError, OverflowError) as exc:
+            raise fail("not a valid ELF file (%s)" % _short(exc)) from None
+        target, version = _abi_note(stream, phdrs, fail)
+        if target != abi.ABI_TARGET_SPT:
+            raise fail("Executable is not for the solo5-spt target")
+        if version != abi.ABI_VERSION:
+            raise fail("Executable requests unsupported ABI version %d" % version)
+        mft = _manifest_note(stream, phdrs, fail)
+        segments, kernel_end = _load_segments(stream, phdrs, fail)
+        entry = header["e_entry"]
+        if entry < abi.GUEST_MIN_ADDR:
+            raise fail("entry point %#x is below %#x" % (entry, abi.GUEST_MIN_ADDR))
+        return Image(path=path, entry=entry, segments=segments, kernel_end=kernel_end,
+                     abi_target=target, abi_version=version, manifest=mft)
+    finally:
+        if own_stream:
+            stream.close()
+
+
+def check_fits(image: Image, mem_size: int) -> None:
+    """The rules of spt-abi §2 that depend on the guest's memory size."""
+    for seg in image.segments:
+        where = "%s: program header %d" % (image.path, seg.index)
+        if seg.vaddr >= mem_size or seg.vaddr + seg.filesz > mem_size or seg.end > mem_size:
+            raise ImageError("%s: segment %#x-%#x does not fit in guest memory (%d MiB); "
+                             "raise --mem" % (where, seg.start, seg.end, mem_size >> 20))
+    if image.entry >= mem_size:
+        raise ImageError("%s: entry point %#x is outside guest memory (%d MiB)"
+                         % (image.path, image.entry, mem_size >> 20))
+
+
+def open_kernel(path: str):
+    """Open the image read-only as a binary stream, refusing anything but a
+    regular file. O_NONBLOCK keeps a FIFO from hanging the open."""
+    import stat
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        raise ImageError("%s: %s" % (path, exc.strerror or exc)) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ImageError("%s: not a regular file" % path)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb", buffering=0)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:120] if text else type(exc).__name__
+
+
+def _check_header(h, fail) -> None:
+    ident = h["e_ident"]
+    if ident["EI_CLASS"] != "ELFCLASS64" or ident["EI_DATA"] != "ELFDATA2LSB":
+        raise fail("not a 64-bit little-endian ELF file")
+    checks = (
+        (h["e_version"] == "EV_CURRENT", "e_version is not EV_CURRENT"),
+        (h["e_ehsize"] == 64, "e_ehsize is %s, expected 64" % h["e_ehsize"]),
+        (h["e_phentsize"] == 56, "e_phentsize is %s, expected 56" % h["e_phentsize"]),
+        (h["e_phnum"] >= 1, "no program headers"),
+        (h["e_type"] == "ET_EXEC", "not a static executable (e_type %s)" % h["e_type"]),
+        (h["e_machine"] == "EM_X86_64", "not an x86_64 executable (e_machine %s)" % h["e_machine"]),
+    )
+    for ok, why in checks:
+        if not ok:
+            raise fail(why)
+
+
+def _read_at(stream, offset: int, size: int) -> bytes:
+    stream.seek(offset)
+    return stream.read(size)
+
+
+def _find_note(stream, phdrs, note_type: int, align: int, max_descsz: int, fail) -> bytes | None:
+    """The content of the first Solo5 note of `note_type`, per spt-abi §1.1."""
+    for index, ph in enumerate(phdrs):
+        if ph["p_type"] != PT_NOTE:
+            continue
+        filesz = ph["p_filesz"]
+        if filesz < 12:
+            raise fail("program header %d: note segment too short (%d bytes)" % (index, filesz))
+        if filesz < abi.NOTE_HEADER_SIZE:
+            continue
+        head = _read_at(stream, ph["p_offset"], abi.NOTE_HEADER_SIZE)
+        if len(head) < abi.NOTE_HEADER_SIZE:
+            raise fail("program header %d: note segment lies beyond the end of the file" % index)
+        namesz, descsz, ntype = _NOTE_HEADER.unpack_from(head)
+        if namesz != len(abi.NOTE_NAME) or head[12:18] != abi.NOTE_NAME or ntype != note_type:
+            continue
+        if not 1 <= descsz <= max_descsz or filesz < abi.NOTE_HEADER_SIZE + descsz:
+            raise fail("program header %d: Solo5 note has a bad size (%d)" % (index, descsz))
+        content_offset = -(-abi.NOTE_HEADER_SIZE // align) * align
+        size = descsz - (content_offset - abi.NOTE_HEADER_SIZE)
+        if size < 0:
+            raise fail("program header %d: Solo5 note has a bad size (%d)" % (index, descsz))
+        content = _read_at(stream, ph["p_offset"] + content_offset, size)
+        if len(content) != size:
+            raise fail("program header %d: note segment lies beyond the end of the file" % index)
+        return content
+    return None
+
+
+def _abi_note(stream, phdrs, fail) -> tuple[int, int]:
+    content = _find_note(stream, phdrs, abi.ABI1_NOTE_TYPE, abi.ABI1_NOTE_ALIGN,
+                         abi.ABI1_NOTE_MAX_DESCSZ, fail)
+    if content is None or len(content) < _ABI1.size:
+        raise fail("No Solo5 ABI information found in executable")
+    target, version, _r0, _r1 = _ABI1.unpack_from(content)
+    return target, version
+
+
+def _manifest_note(stream, phdrs, fail) -> manifest.Manifest:
+    content = _find_note(stream, phdrs, abi.MFT1_NOTE_TYPE, abi.MFT1_NOTE_ALIGN,
+                         abi.MFT1_NOTE_MAX_DESCSZ, fail)
+    if content is None:
+        raise fail("No Solo5 manifest found in executable")
+    try:
+        return manifest.parse(content)
+    except manifest.ManifestError as exc:
+        raise fail(str(exc)) from None
+
+
+def _load_segments(stream, phdrs, fail) -> tuple[tuple[Segment, ...], int]:
+    """The PT_LOAD rules of spt-abi §2 that hold for any memory size."""
+    file_size = os.fstat(stream.fileno()).st_size
+    segments, prev_vaddr, prev_end = [], 0, 0
+    for index, ph in enumerate(phdrs):
+        if ph["p_type"] != PT_LOAD or ph["p_filesz"] == 0:
+            continue
+        where = "program header %d" % index
+        vaddr, filesz, memsz = ph["p_vaddr"], ph["p_filesz"], ph["p_memsz"]
+        offset, align, flags = ph["p_offset"], ph["p_align"], ph["p_flags"]
+        if vaddr < abi.GUEST_MIN_ADDR:
+            raise fail("%s: p_vaddr %#x is below %#x" % (where, vaddr, abi.GUEST_MIN_ADDR))
+        if vaddr < prev_vaddr:
+            raise fail("%s: segments are not in ascending address order" % where)
+        if align == 0 or align & (align - 1):
+            raise fail("%s: p_align %#x is not a power of two" % (where, align))
+        start = vaddr & ~(align - 1)
+        if start < abi.GUEST_MIN_ADDR or start < prev_end:
+            raise fail("%s: segment at %#x overlaps the one before it" % (where, start))
+        if vaddr + filesz > _U64_MAX:
+            raise fail("%s: p_vaddr + p_filesz overflows" % where)
+        if memsz < filesz:
+            raise fail("%s: p_memsz is smaller than p_filesz" % where)
+        end = -(-(vaddr + memsz) // align) * align
+        if end > _U64_MAX:
+            raise fail("%s: segment end overflows" % where)
+        if start % abi.PAGE_SIZE or end % abi.PAGE_SIZE:
+            raise fail("%s: segment %#x-%#x is not page-aligned" % (where, start, end))
+        if flags & PF_W and flags & PF_X:
+            raise fail("%s: requests WRITE and EXEC permissions" % where)
+        if offset + filesz > file_size:
+            raise fail("%s: short read: segment data lies beyond the end of the file" % where)
+        segments.append(Segment(index=index, offset=offset, vaddr=vaddr, filesz=filesz,
+                                memsz=memsz, start=start, end=end, flags=flags))
+        prev_vaddr, prev_end = vaddr, end
+    if not segments:
+        raise fail("no loadable segments")
+    return tuple(segments), prev_end

@@ -1,0 +1,290 @@
+"""`solo5-spt`: the drop-in launcher.
+
+    solo5-spt [ OPTIONS ] [ -- ] KERNEL [ ARGS... ]
+
+One launch is a pipeline of plain functions over plain data:
+
+    argv -> Options -> Image -> attached devices -> rules/BPF -> LaunchPlan
+         -> exec(trampoline) -> guest
+
+Only `main()` catches broadly: every refusal is one line on stderr,
+`solo5-spt: MESSAGE`, and exit status 1. argv is parsed by hand, since
+`--block:NAME=PATH` is not an option shape a CLI framework knows and this
+path must start fast: it imports only what a launch needs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+from spt import __version__, abi
+from spt.errors import SptError
+
+PROG = "solo5-spt"
+TRAMPOLINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libexec", "spt-trampoline")
+# The trampoline is linked here (native/Makefile); guest memory must stay below.
+TRAMPOLINE_BASE = 0x700000000000
+
+
+@dataclass
+class Options:
+    mem_mib: int = abi.DEFAULT_MEM_MIB
+    x_exec_heap: bool = False
+    kernel: str = ""
+    args: list[str] = field(default_factory=list)
+    # (module, NAME) -> {setting: value}, in the order first given
+    devices: dict = field(default_factory=dict)
+
+
+def usage() -> str:
+    from spt.devices import modules
+
+    lines = [
+        "usage: %s [ OPTIONS ] [ -- ] KERNEL [ ARGS... ]" % PROG,
+        "KERNEL is the unikernel (an spt ABI-2 ELF) to run; ARGS become its command line.",
+        "Core options:",
+        "  [ --mem=512 ] guest memory in MiB (default 512)",
+        "  --help        show this text and exit",
+        "  --version     show the version and the ABI version and exit",
+    ]
+    for module in modules():
+        lines.append("%s options (NAME is a device in the unikernel's manifest):"
+                     % module.__name__.rsplit(".", 1)[1].capitalize())
+        for opt in module.OPTIONS:
+            lines.append("  [ --%s:NAME=%s ] %s" % (opt.flag, opt.metavar, opt.help))
+    lines += [
+        "Debug options:",
+        "  [ --x-exec-heap ] make guest memory outside the image executable",
+        "                    (WARNING: this gives up W^X protection)",
+    ]
+    return "\n".join(lines)
+
+
+def parse_argv(argv: list[str]) -> Options:
+    """Options before KERNEL, `--` ends them, the rest is the guest's."""
+    from spt.devices import core, modules
+    from spt.manifest import NAME_PATTERN
+
+    flags = {opt.flag: (module, opt) for module in modules() for opt in module.OPTIONS}
+    opts = Options()
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if arg == "--":
+            break
+        if not arg.startswith("-"):
+            i -= 1
+            break
+        if arg == "--help":
+            raise Usage()
+        if arg == "--version":
+            raise Version()
+        if arg == "--x-exec-heap":
+            opts.x_exec_heap = True
+            continue
+        if arg == "--mem" or arg.startswith("--mem="):
+            opts.mem_mib = core.parse_mem(arg.partition("=")[2])
+            continue
+        flag, colon, rest = arg[2:].partition(":") if arg.startswith("--") else ("", "", "")
+        if not colon or flag not in flags:
+            raise SptError("Invalid option: `%s'" % arg, usage=True)
+        module, opt = flags[flag]
+        name, eq, value = rest.partition("=")
+        if not eq or not NAME_PATTERN.fullmatch(name):
+            raise SptError("Malformed argument to --%s: expected --%s:NAME=%s with NAME "
+                           "1 to %d of [A-Za-z0-9]" % (flag, flag, opt.metavar, abi.MFT_NAME_MAX))
+        settings = opts.devices.setdefault((module, name), {})
+        if opt.key in settings:
+            raise SptError("--%s:%s given more than once" % (flag, name))
+        settings[opt.key] = opt.parse(name, value)
+    if i >= len(argv):
+        raise SptError("Missing KERNEL operand", usage=True)
+    opts.kernel = argv[i]
+    opts.args = argv[i + 1:]
+    return opts
+
+
+class Usage(Exception):
+    """--help: usage on stderr, exit 1 (as Solo5's tender does)."""
+
+
+class Version(Exception):
+    """--version: version on stderr, exit 0."""
+
+
+def attach_devices(opts: Options, manifest) -> list:
+    """Attach every device the options name; every declared device must be."""
+    attached = []
+    try:
+        for (module, name), settings in opts.devices.items():
+            entry = manifest.find(name)
+            if entry is None or entry.type != module.TYPE:
+                raise SptError("Resource not declared in manifest: '%s'" % name)
+            for opt in module.OPTIONS:
+                if opt.required and opt.key not in settings:
+                    raise SptError("Device '%s' has options but no --%s:%s=%s"
+                                   % (name, opt.flag, name, opt.metavar))
+        unattached = [e for e in manifest.devices
+                      if not any(n == e.name and m.TYPE == e.type for m, n in opts.devices)]
+        if unattached:
+            raise SptError(" ".join("Device '%s' of type %s declared but not attached."
+                                    % (e.name, e.type_name) for e in unattached)
+                           + " All declared devices must be attached.")
+        for (module, name), settings in opts.devices.items():
+            entry = manifest.find(name)
+            dev = module.attach(entry, settings)
+            attached.append(dev)
+    except BaseException:
+        for dev in attached:
+            for fd in dev.fds:
+                _close_quietly(fd)
+        raise
+    return attached
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def sanitize_fds(keep: set[int]) -> None:
+    """Close what the launcher inherited beyond stdio (except fds the options
+    name), so device fds get small numbers and RLIMIT_NOFILE is not spent on
+    strangers; and make sure 0-2 are open, so a device can never land on the
+    console's number."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    lo = 3
+    for fd in sorted(k for k in keep if k >= 3):
+        os.closerange(lo, fd)
+        lo = fd + 1
+    os.closerange(lo, _fd_limit())
+
+
+def _fd_limit() -> int:
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return min(soft if soft != resource.RLIM_INFINITY else 1 << 20, 1 << 20)
+
+
+def process_name(kernel: str) -> str:
+    """`spt:KERNEL` as ps shows it (comm holds 15 bytes)."""
+    base = os.path.basename(kernel)
+    return ("spt:" + os.environ.get("SPT_NAME", base))[:15]
+
+
+def build_plan(opts: Options, stream) -> tuple:
+    """Image -> devices -> policy -> LaunchPlan. Returns (plan, fds to keep)."""
+    from spt import image as image_mod, plan as plan_mod, policy
+    from spt.devices import core
+
+    image = image_mod.load(opts.kernel, stream)
+    mem_size = opts.mem_mib << 20
+    image_mod.check_fits(image, mem_size)
+    core.check_mem_limits(mem_size, image.kernel_end, TRAMPOLINE_BASE)
+    cmdline = " ".join(opts.args)
+    if len(cmdline.encode()) > abi.CMDLINE_SIZE - 1:
+        raise SptError("Guest command line too long (max=%d characters)" % (abi.CMDLINE_SIZE - 1))
+
+    devices = attach_devices(opts, image.manifest)
+    base = core.attach()
+    attached = [base] + devices
+    manifest = image.manifest
+    for dev in devices:
+        manifest = manifest.with_entry(dev.entry)
+    bpf = policy.compile_bpf(policy.rules_for(attached))
+
+    notify = os.environ.get("NOTIFY_SOCKET", "")
+    flags = plan_mod.FLAG_X_EXEC_HEAP if opts.x_exec_heap else 0
+    if os.environ.get("SPT_STOP_ON_TERM") == "1":
+        flags |= plan_mod.FLAG_STOP_ON_TERM
+    plan = plan_mod.LaunchPlan(
+        mem_size=mem_size, entry=image.entry, kernel_end=image.kernel_end,
+        segments=image.segments, manifest=manifest.pack(), cmdline=cmdline, bpf=bpf,
+        kernel_fd=stream.fileno(),
+        keep_fds=tuple(sorted({fd for dev in attached for fd in dev.fds})),
+        watch=tuple(w for dev in attached for w in dev.watch),
+        epoll_fd=base.facts["epoll_fd"], timer_fd=base.facts["timer_fd"],
+        name=process_name(opts.kernel), flags=flags,
+        notify_addr=plan_mod.notify_sockaddr(notify) if notify else b"",
+    )
+    return plan, [fd for dev in attached for fd in dev.fds]
+
+
+def launch(argv: list[str]) -> None:
+    opts = parse_argv(argv)
+    if opts.x_exec_heap:
+        print("%s: WARNING: --x-exec-heap makes the guest's heap and stack executable"
+              % PROG, file=sys.stderr)
+    sanitize_fds({fd for (module, _), settings in opts.devices.items()
+                  for fd in module.inherited_fds(settings)})
+
+    from spt.image import open_kernel
+
+    stream = open_kernel(opts.kernel)
+    plan, fds = build_plan(opts, stream)
+    exec_trampoline(plan, fds + [stream.fileno()])
+
+
+def exec_trampoline(plan, fds: list[int]) -> None:
+    """Hand the plan to the trampoline: Python never runs again."""
+    import prctl
+
+    plan_fd = os.memfd_create("spt-plan", 0)  # inherited across exec, closed by the trampoline
+    data = plan.pack()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(plan_fd, view):]
+    for fd in fds:
+        os.set_inheritable(fd, True)
+    # no_new_privs before exec: neither the trampoline nor the guest can gain
+    # privileges through exec, and the seccomp filter may then be installed
+    # without CAP_SYS_ADMIN.
+    prctl.set_no_new_privs(1)
+    prctl.set_name(plan.name)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(TRAMPOLINE, [plan.name, str(plan_fd)], {})
+    except OSError as exc:
+        raise SptError("cannot run the trampoline %s: %s (build it with `make`)"
+                       % (TRAMPOLINE, exc.strerror)) from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        launch(argv)
+    except Usage:
+        print(usage(), file=sys.stderr)
+        sys.exit(1)
+    except Version:
+        print("%s %s (spt, a Python tender)\nABI version %d" % (PROG, __version__, abi.ABI_VERSION),
+              file=sys.stderr)
+        sys.exit(0)
+    except SptError as exc:
+        print("%s: %s" % (PROG, exc), file=sys.stderr)
+        if exc.usage:
+            print(usage(), file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # the one broad catch: never a traceback
+        print("%s: internal error: %s: %s" % (PROG, type(exc).__name__, exc), file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""The LaunchPlan: everything the trampoline needs, as bytes.
+
+The byte layout is native/plan.h; this module is the only place Python
+builds it, and tests/test_plan.py compares both sides field by field.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from spt import abi
+from spt.image import PF_R, PF_W, PF_X, Segment
+
+PLAN_MAGIC = b"SPTPLAN1"
+PLAN_VERSION = 1
+FLAG_X_EXEC_HEAP = 0x1
+FLAG_STOP_ON_TERM = 0x2
+
+# struct spt_plan (plan.h): the field names, in order, and their formats.
+HEADER_FIELDS = (
+    ("magic", "8s"), ("version", "I"), ("size", "I"),
+    ("mem_size", "Q"), ("entry", "Q"), ("boot_addr", "Q"), ("boot_off", "Q"),
+    ("boot_len", "Q"), ("bpf_off", "Q"), ("bpf_count", "Q"), ("segs_off", "Q"),
+    ("keep_off", "Q"), ("epoll_off", "Q"), ("notify_off", "Q"),
+    ("nsegs", "I"), ("nkeep", "I"), ("nepoll", "I"), ("notify_len", "I"),
+    ("flags", "I"), ("kernel_fd", "i"), ("epoll_fd", "i"), ("timer_fd", "i"),
+    ("name", "16s"),
+)
+HEADER = struct.Struct("<" + "".join(fmt for _, fmt in HEADER_FIELDS))
+SEGMENT = struct.Struct("<QQQQQII")  # file_off, vaddr, filesz, start, end, prot, pad
+EPOLL = struct.Struct("<iIQ")  # fd, pad, data
+BOOT_INFO = struct.Struct("<QQQQii")  # mem_size, kernel_end, cmdline, mft, epollfd, timerfd
+assert BOOT_INFO.size == abi.BOOT_INFO_SIZE
+
+PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    mem_size: int
+    entry: int
+    kernel_end: int
+    segments: tuple[Segment, ...]
+    manifest: bytes  # the attached manifest as the guest reads it
+    cmdline: str
+    bpf: bytes
+    kernel_fd: int
+    keep_fds: tuple[int, ...]  # the guest's whole fd table
+    watch: tuple[tuple[int, int], ...]  # (fd, epoll data)
+    epoll_fd: int
+    timer_fd: int
+    name: str
+    flags: int = 0
+    notify_addr: bytes = b""  # sockaddr_un for sd_notify, or empty
+
+    def boot_blob(self) -> bytes:
+        """Boot info at 0x11000, the manifest right after it, then the
+        command line (spt-abi §3)."""
+        mft_addr = abi.BOOT_INFO_ADDR + abi.BOOT_INFO_SIZE
+        cmdline_addr = mft_addr + len(self.manifest)
+        info = BOOT_INFO.pack(self.mem_size, self.kernel_end, cmdline_addr, mft_addr,
+                              self.epoll_fd, self.timer_fd)
+        return info + self.manifest + self.cmdline.encode() + b"\0"
+
+    def pack(self) -> bytes:
+        boot = self.boot_blob()
+        segs = b"".join(SEGMENT.pack(s.offset, s.vaddr, s.filesz, s.start, s.end,
+                                     _prot(s.flags), 0) for s in self.segments)
+        keep = struct.pack("<%di" % len(self.keep_fds), *sorted(self.keep_fds))
+        watch = b"".join(EPOLL.pack(fd, 0, data) for fd, data in self.watch)
+        parts = [boot, self.bpf, segs, keep, watch, self.notify_addr]
+        offsets, at = [], HEADER.size
+        for part in parts:
+            offsets.append(at)
+            at += -(-len(part) // 8) * 8
+        boot_off, bpf_off, segs_off, keep_off, epoll_off, notify_off = offsets
+        header = HEADER.pack(
+            PLAN_MAGIC, PLAN_VERSION, HEADER.size,
+            self.mem_size, self.entry, abi.BOOT_INFO_ADDR, boot_off, len(boot),
+            bpf_off, len(self.bpf) // 8, segs_off, keep_off, epoll_off, notify_off,
+            len(self.segments), len(self.keep_fds), len(self.watch), len(self.notify_addr),
+            self.flags, self.kernel_fd, self.epoll_fd, self.timer_fd,
+            self.name.encode()[:15],
+        )
+        body = b"".join(p.ljust(-(-len(p) // 8) * 8, b"\0") for p in parts)
+        return header + body
+
+
+def _prot(flags: int) -> int:
+    return ((PROT_READ if flags & PF_R else 0) | (PROT_WRITE if flags & PF_W else 0)
+            | (PROT_EXEC if flags & PF_X else 0))
+
+
+def notify_sockaddr(path: str) -> bytes:
+    """$NOTIFY_SOCKET as a struct sockaddr_un (`@` = abstract namespace)."""
+    raw = path.encode()
+    if raw.startswith(b"@"):
+        raw = b"\0" + raw[1:]
+    if not raw or len(raw) > 107:
+        return b""
+    return struct.pack("<H", 1) + raw + (b"" if raw[0] == 0 else b"\0")

@@ -1,0 +1,183 @@
+"""The allow-list: policy data in `policies/`, rendered with the attached
+devices' facts and compiled by libseccomp (pyseccomp) into a BPF program.
+
+The BPF is exported, never loaded from Python: the trampoline installs it
+as its last system call before the jump. `spt policy` prints the same
+rendered rules and the same bytes, through the same functions, so the policy
+shown is the policy enforced.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from spt.errors import SptError
+
+POLICY_DIR = os.environ.get("SPT_POLICY_DIR") or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "policies")
+
+# Argument names as the kernel's prototypes spell them; a policy names an
+# argument, the renderer turns it into its index.
+ARG_NAMES = {
+    "read": ("fd", "buf", "count"),
+    "write": ("fd", "buf", "count"),
+    "pread64": ("fd", "buf", "count", "offset"),
+    "pwrite64": ("fd", "buf", "count", "offset"),
+    "epoll_pwait": ("epfd", "events", "maxevents", "timeout", "sigmask", "sigsetsize"),
+    "timerfd_settime": ("fd", "flags", "new_value", "old_value"),
+    "clock_gettime": ("clockid", "tp"),
+    "arch_prctl": ("code", "addr"),
+    "exit_group": ("status",),
+}
+
+OPERATORS = {"==": "is", "!=": "is not", "<=": "is at most", "<": "is below",
+             ">=": "is at least", ">": "is above"}
+_RULE = re.compile(r"^(?P<call>[a-z0-9_]+)\s*(?::\s*(?P<conds>[^#]*?))?\s*(?:#\s*(?P<why>.*))?$")
+_COND = re.compile(r"^(?P<arg>[a-z_0-9]+)\s*(?P<op>==|!=|<=|>=|<|>)\s*(?P<expr>.+)$")
+_TERM = re.compile(r"^\s*(\{[a-z_]+\}|0x[0-9a-fA-F]+|\d+)\s*$")
+
+
+class PolicyError(SptError):
+    """A policy file does not parse or names an unknown placeholder."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    arg: str
+    index: int
+    op: str
+    value: int
+
+    def words(self) -> str:
+        return "%s %s %d" % (self.arg, OPERATORS[self.op], self.value)
+
+
+@dataclass(frozen=True)
+class Rule:
+    syscall: str
+    conditions: tuple[Condition, ...]
+    reason: str
+    source: str  # "core.policy:12"
+
+    def words(self) -> str:
+        """The rule in plain words, as `spt policy` prints it."""
+        when = " and ".join(c.words() for c in self.conditions) or "always"
+        return "%-16s %s" % (self.syscall, when)
+
+
+def read_policy(name: str) -> str:
+    path = os.path.join(POLICY_DIR, name + ".policy")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise PolicyError("policy %s: %s" % (path, exc.strerror)) from None
+
+
+def render(name: str, text: str, facts: dict) -> list[Rule]:
+    """Parse policy `text` (from policies/`name`.policy), filling
+    {placeholders} from `facts`."""
+    rules = []
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        where = "%s.policy:%d" % (name, lineno)
+        m = _RULE.match(line)
+        if not m:
+            raise PolicyError("%s: cannot parse %r" % (where, line))
+        call = m["call"]
+        conds = []
+        for part in filter(None, (p.strip() for p in (m["conds"] or "").split("&&"))):
+            cm = _COND.match(part)
+            if not cm:
+                raise PolicyError("%s: cannot parse condition %r" % (where, part))
+            names = ARG_NAMES.get(call, ())
+            arg = cm["arg"]
+            if arg in names:
+                index = names.index(arg)
+            elif re.fullmatch(r"arg[0-5]", arg):
+                index = int(arg[3])
+            else:
+                raise PolicyError("%s: %s has no argument %r" % (where, call, arg))
+            conds.append(Condition(arg, index, cm["op"], _evaluate(cm["expr"], facts, where)))
+        rules.append(Rule(call, tuple(conds), (m["why"] or "").strip(), where))
+    return rules
+
+
+def _evaluate(expr: str, facts: dict, where: str) -> int:
+    """A number, a {placeholder}, or a sum/difference of them."""
+    total, sign = 0, 1
+    for token in re.split(r"\s*([+-])\s*", expr.strip()):
+        if token in ("+", "-"):
+            sign = 1 if token == "+" else -1
+            continue
+        if not _TERM.match(token):
+            raise PolicyError("%s: cannot evaluate %r" % (where, expr))
+        token = token.strip()
+        if token.startswith("{"):
+            key = token[1:-1]
+            if key not in facts:
+                raise PolicyError("%s: unknown placeholder {%s}" % (where, key))
+            value = int(facts[key])
+        else:
+            value = int(token, 0)
+        total += sign * value
+    if total < 0:
+        raise PolicyError("%s: %r is negative" % (where, expr))
+    return total
+
+
+def rules_for(attached) -> list[Rule]:
+    """All rules for a launch: each attached record's fragment, rendered."""
+    texts: dict[str, str] = {}
+    rules = []
+    for dev in attached:
+        if dev.policy not in texts:
+            texts[dev.policy] = read_policy(dev.policy)
+        rules.extend(render(dev.policy, texts[dev.policy], dev.facts))
+    return rules
+
+
+def _filter(rules):
+    import pyseccomp as sc
+
+    f = sc.SyscallFilter(sc.KILL_PROCESS)
+    # Calls from another architecture (int $0x80 enters as i386) and x32
+    # numbers (bit 30 set) die too; libseccomp checks both before any rule.
+    f.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
+    ops = {"==": sc.EQ, "!=": sc.NE, "<=": sc.LE, "<": sc.LT, ">=": sc.GE, ">": sc.GT}
+    for rule in rules:
+        args = [sc.Arg(c.index, ops[c.op], c.value) for c in rule.conditions]
+        try:
+            f.add_rule(sc.ALLOW, rule.syscall, *args)
+        except (OSError, ValueError) as exc:
+            raise PolicyError("%s: libseccomp refused %s: %s" % (rule.source, rule.syscall, exc)) from None
+    return f
+
+
+def _export(rules, method: str) -> bytes:
+    f = _filter(rules)
+    fd = os.memfd_create("spt-filter", os.MFD_CLOEXEC)
+    try:
+        with os.fdopen(fd, "w+b", closefd=False) as out:
+            getattr(f, method)(out)
+        os.lseek(fd, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def compile_bpf(rules) -> bytes:
+    """The BPF program (struct sock_filter[]) the trampoline installs."""
+    return _export(rules, "export_bpf")
+
+
+def compile_pfc(rules) -> str:
+    """libseccomp's pseudo-filter-code text for the same rules."""
+    return _export(rules, "export_pfc").decode()
