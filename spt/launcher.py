@@ -186,7 +186,9 @@ def process_name(kernel: str) -> str:
 
 
 def build_plan(opts: Options, stream) -> tuple:
-    """Image -> devices -> policy -> LaunchPlan. Returns (plan, fds to keep)."""
+    """Image -> devices -> policy -> LaunchPlan.
+
+    Returns (plan, fds the trampoline must inherit, rules)."""
     from spt import image as image_mod, plan as plan_mod, policy
     from spt.devices import core
 
@@ -204,7 +206,8 @@ def build_plan(opts: Options, stream) -> tuple:
     manifest = image.manifest
     for dev in devices:
         manifest = manifest.with_entry(dev.entry)
-    bpf = policy.compile_bpf(policy.rules_for(attached))
+    rules = policy.rules_for(attached)
+    bpf = policy.compile_bpf(rules)
 
     notify = os.environ.get("NOTIFY_SOCKET", "")
     flags = plan_mod.FLAG_X_EXEC_HEAP if opts.x_exec_heap else 0
@@ -220,7 +223,7 @@ def build_plan(opts: Options, stream) -> tuple:
         name=process_name(opts.kernel), flags=flags,
         notify_addr=plan_mod.notify_sockaddr(notify) if notify else b"",
     )
-    return plan, [fd for dev in attached for fd in dev.fds]
+    return plan, [fd for dev in attached for fd in dev.fds], rules
 
 
 def launch(argv: list[str]) -> None:
@@ -234,8 +237,35 @@ def launch(argv: list[str]) -> None:
     from spt.image import open_kernel
 
     stream = open_kernel(opts.kernel)
-    plan, fds = build_plan(opts, stream)
+    plan, fds, rules = build_plan(opts, stream)
+    dump = os.environ.get("SPT_PLAN_DUMP")
+    if dump:
+        write_dump(dump, plan, rules)
+        return
     exec_trampoline(plan, fds + [stream.fileno()])
+
+
+def write_dump(path: str, plan, rules) -> None:
+    """SPT_PLAN_DUMP=PATH: write what this launch would install (the rules,
+    the exact BPF bytes, the plan's facts) as JSON and exit 0 instead of
+    starting the guest. `spt policy` runs solo5-spt this way, so the policy
+    it shows comes from the very code path, fds and bytes of a real launch."""
+    import json
+    from dataclasses import asdict
+
+    from spt.fileutil import write_atomic
+
+    doc = {
+        "rules": [asdict(r) for r in rules],
+        "bpf": plan.bpf.hex(),
+        "plan": {
+            "mem_size": plan.mem_size, "entry": plan.entry, "kernel_end": plan.kernel_end,
+            "keep_fds": list(plan.keep_fds), "epoll_fd": plan.epoll_fd,
+            "timer_fd": plan.timer_fd, "name": plan.name, "flags": plan.flags,
+            "cmdline": plan.cmdline, "watch": [list(w) for w in plan.watch],
+        },
+    }
+    write_atomic(path, json.dumps(doc, indent=1).encode())
 
 
 def exec_trampoline(plan, fds: list[int]) -> None:

@@ -1,0 +1,184 @@
+"""Shared test fixtures: real guests, real TAPs in test-made namespaces.
+
+Every network test runs inside a network namespace it creates here and
+removes afterwards; no packet leaves it. Tests run as root (CI does).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SOLO5_SPT = str(BIN / "solo5-spt")
+SPT = str(BIN / "spt")
+GUESTS = ROOT / "guests" / "out"
+
+
+def guest_path(name: str) -> str:
+    path = GUESTS / (name + ".spt")
+    if not path.exists():
+        pytest.fail("guest %s is not built (make -C guests)" % path)
+    return str(path)
+
+
+@pytest.fixture
+def guest():
+    """guest("hello") -> path of the built kit guest."""
+    return guest_path
+
+
+def run(cmd, *, timeout: float = 20, netns: str | None = None, **kwargs):
+    """Run a command (optionally inside a netns), capture text output; a
+    hang fails the test instead of stalling the suite."""
+    if netns:
+        cmd = ["ip", "netns", "exec", netns] + list(cmd)
+    kwargs.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def spt_run(*args, **kwargs):
+    """solo5-spt ARGS..."""
+    return run([SOLO5_SPT, *map(str, args)], **kwargs)
+
+
+def assert_refused(proc, *contains: str) -> str:
+    """The launcher's error contract: exit 1, one line `solo5-spt: ...` on
+    stderr (the usage text may follow where the CLI spec says so), never a
+    traceback, and the line contains every fragment given."""
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines and lines[0].startswith("solo5-spt: "), proc.stderr
+    for fragment in contains:
+        assert fragment in lines[0], (fragment, proc.stderr)
+    return lines[0]
+
+
+@dataclass
+class Netns:
+    name: str
+
+    def exec(self, *cmd, **kwargs):
+        return run(list(cmd), netns=self.name, **kwargs)
+
+    def check(self, *cmd, **kwargs):
+        proc = self.exec(*cmd, **kwargs)
+        assert proc.returncode == 0, (cmd, proc.stdout, proc.stderr)
+        return proc
+
+    def popen(self, *cmd, **kwargs):
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        kwargs.setdefault("stdout", subprocess.PIPE)
+        kwargs.setdefault("stderr", subprocess.PIPE)
+        return subprocess.Popen(["ip", "netns", "exec", self.name, *cmd], **kwargs)
+
+
+@pytest.fixture
+def netns():
+    """A fresh network namespace, deleted after the test."""
+    name = "spt-t-" + uuid.uuid4().hex[:8]
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    ns = Netns(name)
+    ns.check("ip", "link", "set", "lo", "up")
+    try:
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+@dataclass
+class Tap:
+    ns: Netns
+    name: str
+    host_ip: str
+    guest_ip: str
+
+
+@pytest.fixture
+def tap(netns):
+    """A TAP `tap0` in a fresh namespace, up, with 10.77.0.1/24 on the host
+    side; a guest attached to it uses 10.77.0.2."""
+    netns.check("ip", "tuntap", "add", "dev", "tap0", "mode", "tap")
+    netns.check("ip", "addr", "add", "10.77.0.1/24", "dev", "tap0")
+    netns.check("ip", "link", "set", "tap0", "up")
+    return Tap(netns, "tap0", "10.77.0.1", "10.77.0.2")
+
+
+@pytest.fixture
+def block_file(tmp_path):
+    """block_file(size) -> path of a zero-filled file of that many bytes."""
+
+    def make(size: int, name: str = "disk.img") -> str:
+        path = tmp_path / name
+        with open(path, "wb") as f:
+            f.truncate(size)
+        return str(path)
+
+    return make
+
+
+def wait_for(predicate, timeout: float = 10, interval: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met within %.1fs" % timeout)
+
+
+def stop(proc: subprocess.Popen, sig=signal.SIGKILL, timeout: float = 10):
+    """End a process this test started (by its own Popen handle only)."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(timeout=timeout)
+
+
+@pytest.fixture
+def running():
+    """Popen guests started by a test; each is killed at teardown."""
+    procs = []
+
+    def start(*args, **kwargs):
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        kwargs.setdefault("stdout", subprocess.PIPE)
+        kwargs.setdefault("stderr", subprocess.PIPE)
+        proc = subprocess.Popen([SOLO5_SPT, *map(str, args)], **kwargs)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        stop(proc)
+
+
+def read_line(stream, timeout: float = 10) -> str:
+    """One line from a Popen pipe, bounded in time."""
+    import select
+
+    ready, _, _ = select.select([stream], [], [], timeout)
+    if not ready:
+        raise AssertionError("no output within %.1fs" % timeout)
+    line = stream.readline()
+    return line.decode() if isinstance(line, bytes) else line
+
+
+def which(tool: str) -> str:
+    path = shutil.which(tool)
+    if not path:
+        pytest.fail("%s is not installed (scripts/install-deps installs it)" % tool)
+    return path
