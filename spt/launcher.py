@@ -185,14 +185,42 @@ def process_name(kernel: str) -> str:
     return ("spt:" + os.environ.get("SPT_NAME", base))[:15]
 
 
-def build_plan(opts: Options, stream) -> tuple:
+class StageTimer:
+    """SPT_TIMING=1: one line on stderr before the exec with the
+    milliseconds each stage took. Off, it is never created: the launch path
+    then pays one environment lookup."""
+
+    def __init__(self):
+        import time
+
+        self._now = time.perf_counter
+        self._last = self._now()
+        self.stages: list[tuple[str, float]] = []
+
+    def mark(self, stage: str) -> None:
+        now = self._now()
+        self.stages.append((stage, (now - self._last) * 1000))
+        self._last = now
+
+    def report(self) -> None:
+        print("spt-timing: " + " ".join("%s=%.3f" % s for s in self.stages), file=sys.stderr)
+
+
+def _mark(timer, stage: str) -> None:
+    if timer is not None:
+        timer.mark(stage)
+
+
+def build_plan(opts: Options, stream, timer=None) -> tuple:
     """Image -> devices -> policy -> LaunchPlan.
 
     Returns (plan, fds the trampoline must inherit, rules)."""
     from spt import image as image_mod, plan as plan_mod, policy
     from spt.devices import core
 
+    _mark(timer, "imports")
     image = image_mod.load(opts.kernel, stream)
+    _mark(timer, "image")
     mem_size = opts.mem_mib << 20
     image_mod.check_fits(image, mem_size)
     core.check_mem_limits(mem_size, image.kernel_end, TRAMPOLINE_BASE)
@@ -206,8 +234,10 @@ def build_plan(opts: Options, stream) -> tuple:
     manifest = image.manifest
     for dev in devices:
         manifest = manifest.with_entry(dev.entry)
+    _mark(timer, "devices")
     rules = policy.rules_for(attached)
     bpf = policy.compile_bpf(rules)
+    _mark(timer, "bpf")
 
     notify = os.environ.get("NOTIFY_SOCKET", "")
     flags = plan_mod.FLAG_X_EXEC_HEAP if opts.x_exec_heap else 0
@@ -226,7 +256,7 @@ def build_plan(opts: Options, stream) -> tuple:
     return plan, [fd for dev in attached for fd in dev.fds], rules
 
 
-def launch(argv: list[str]) -> None:
+def launch(argv: list[str], timer=None) -> None:
     opts = parse_argv(argv)
     if opts.x_exec_heap:
         print("%s: WARNING: --x-exec-heap makes the guest's heap and stack executable"
@@ -237,12 +267,12 @@ def launch(argv: list[str]) -> None:
     from spt.image import open_kernel
 
     stream = open_kernel(opts.kernel)
-    plan, fds, rules = build_plan(opts, stream)
+    plan, fds, rules = build_plan(opts, stream, timer)
     dump = os.environ.get("SPT_PLAN_DUMP")
     if dump:
         write_dump(dump, plan, rules)
         return
-    exec_trampoline(plan, fds + [stream.fileno()])
+    exec_trampoline(plan, fds + [stream.fileno()], timer)
 
 
 def write_dump(path: str, plan, rules) -> None:
@@ -268,7 +298,7 @@ def write_dump(path: str, plan, rules) -> None:
     write_atomic(path, json.dumps(doc, indent=1).encode())
 
 
-def exec_trampoline(plan, fds: list[int]) -> None:
+def exec_trampoline(plan, fds: list[int], timer=None) -> None:
     """Hand the plan to the trampoline: Python never runs again."""
     import prctl
 
@@ -284,6 +314,9 @@ def exec_trampoline(plan, fds: list[int]) -> None:
     # without CAP_SYS_ADMIN.
     prctl.set_no_new_privs(1)
     prctl.set_name(plan.name)
+    if timer is not None:
+        timer.mark("plan")
+        timer.report()
     sys.stdout.flush()
     sys.stderr.flush()
     try:
@@ -295,8 +328,9 @@ def exec_trampoline(plan, fds: list[int]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    timer = StageTimer() if os.environ.get("SPT_TIMING") == "1" else None
     try:
-        launch(argv)
+        launch(argv, timer)
     except Usage:
         print(usage(), file=sys.stderr)
         sys.exit(1)
