@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from spt import abi, manifest
 from spt.errors import SptError
@@ -28,8 +28,7 @@ class ImageError(SptError):
     """The file is not a unikernel this tender can run."""
 
 
-@dataclass(frozen=True)
-class Segment:
+class Segment(NamedTuple):
     index: int  # program header index, for messages
     offset: int
     vaddr: int
@@ -45,8 +44,7 @@ class Segment:
                        for c, bit in (("r", PF_R), ("w", PF_W), ("x", PF_X)))
 
 
-@dataclass(frozen=True)
-class Image:
+class Image(NamedTuple):
     path: str
     entry: int
     segments: tuple[Segment, ...]
@@ -101,6 +99,30 @@ def load(path: str, stream=None) -> Image:
     finally:
         if own_stream:
             stream.close()
+
+
+def load_cached(path: str, stream) -> Image:
+    """`load`, remembered per kernel file identity (see spt/cache.py): a
+    launch of an unchanged kernel skips pyelftools entirely. Only images
+    that passed every check are remembered."""
+    from spt import cache
+
+    st = os.fstat(stream.fileno())
+    key = "%d:%d:%d:%d:%d" % (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    plain = cache.load("image", key)
+    if plain is not None:
+        try:
+            entry, kernel_end, target, version, segments, mft = plain
+            return Image(path=path, entry=entry, segments=tuple(Segment(*s) for s in segments),
+                         kernel_end=kernel_end, abi_target=target, abi_version=version,
+                         manifest=manifest.parse(mft))
+        except (TypeError, ValueError, SptError):
+            pass  # an entry from another layout: check the file again
+    image = load(path, stream)
+    cache.store("image", key, (image.entry, image.kernel_end, image.abi_target,
+                               image.abi_version, tuple(tuple(s) for s in image.segments),
+                               image.manifest.pack()))
+    return image
 
 
 def check_fits(image: Image, mem_size: int) -> None:

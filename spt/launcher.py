@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from spt import __version__, abi
 from spt.errors import SptError
@@ -28,14 +28,13 @@ TRAMPOLINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libexec",
 TRAMPOLINE_BASE = 0x700000000000
 
 
-@dataclass
-class Options:
+class Options(NamedTuple):
+    kernel: str
+    args: list[str]
     mem_mib: int = abi.DEFAULT_MEM_MIB
     x_exec_heap: bool = False
-    kernel: str = ""
-    args: list[str] = field(default_factory=list)
     # (module, NAME) -> {setting: value}, in the order first given
-    devices: dict = field(default_factory=dict)
+    devices: dict = {}
 
 
 def usage() -> str:
@@ -65,10 +64,10 @@ def usage() -> str:
 def parse_argv(argv: list[str]) -> Options:
     """Options before KERNEL, `--` ends them, the rest is the guest's."""
     from spt.devices import core, modules
-    from spt.manifest import NAME_PATTERN
+    from spt.manifest import valid_name
 
     flags = {opt.flag: (module, opt) for module in modules() for opt in module.OPTIONS}
-    opts = Options()
+    mem_mib, x_exec_heap, devices = abi.DEFAULT_MEM_MIB, False, {}
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -83,28 +82,27 @@ def parse_argv(argv: list[str]) -> Options:
         if arg == "--version":
             raise Version()
         if arg == "--x-exec-heap":
-            opts.x_exec_heap = True
+            x_exec_heap = True
             continue
         if arg == "--mem" or arg.startswith("--mem="):
-            opts.mem_mib = core.parse_mem(arg.partition("=")[2])
+            mem_mib = core.parse_mem(arg.partition("=")[2])
             continue
         flag, colon, rest = arg[2:].partition(":") if arg.startswith("--") else ("", "", "")
         if not colon or flag not in flags:
             raise SptError("Invalid option: `%s'" % arg, usage=True)
         module, opt = flags[flag]
         name, eq, value = rest.partition("=")
-        if not eq or not NAME_PATTERN.fullmatch(name):
+        if not eq or not valid_name(name):
             raise SptError("Malformed argument to --%s: expected --%s:NAME=%s with NAME "
                            "1 to %d of [A-Za-z0-9]" % (flag, flag, opt.metavar, abi.MFT_NAME_MAX))
-        settings = opts.devices.setdefault((module, name), {})
+        settings = devices.setdefault((module, name), {})
         if opt.key in settings:
             raise SptError("--%s:%s given more than once" % (flag, name))
         settings[opt.key] = opt.parse(name, value)
     if i >= len(argv):
         raise SptError("Missing KERNEL operand", usage=True)
-    opts.kernel = argv[i]
-    opts.args = argv[i + 1:]
-    return opts
+    return Options(kernel=argv[i], args=argv[i + 1:], mem_mib=mem_mib,
+                   x_exec_heap=x_exec_heap, devices=devices)
 
 
 class Usage(Exception):
@@ -214,12 +212,12 @@ def _mark(timer, stage: str) -> None:
 def build_plan(opts: Options, stream, timer=None) -> tuple:
     """Image -> devices -> policy -> LaunchPlan.
 
-    Returns (plan, fds the trampoline must inherit, rules)."""
+    Returns (plan, fds the trampoline must inherit, attached devices)."""
     from spt import image as image_mod, plan as plan_mod, policy
     from spt.devices import core
 
     _mark(timer, "imports")
-    image = image_mod.load(opts.kernel, stream)
+    image = image_mod.load_cached(opts.kernel, stream)
     _mark(timer, "image")
     mem_size = opts.mem_mib << 20
     image_mod.check_fits(image, mem_size)
@@ -235,8 +233,7 @@ def build_plan(opts: Options, stream, timer=None) -> tuple:
     for dev in devices:
         manifest = manifest.with_entry(dev.entry)
     _mark(timer, "devices")
-    rules = policy.rules_for(attached)
-    bpf = policy.compile_bpf(rules)
+    bpf = policy.bpf_for(attached)
     _mark(timer, "bpf")
 
     notify = os.environ.get("NOTIFY_SOCKET", "")
@@ -253,7 +250,7 @@ def build_plan(opts: Options, stream, timer=None) -> tuple:
         name=process_name(opts.kernel), flags=flags,
         notify_addr=plan_mod.notify_sockaddr(notify) if notify else b"",
     )
-    return plan, [fd for dev in attached for fd in dev.fds], rules
+    return plan, [fd for dev in attached for fd in dev.fds], attached
 
 
 def launch(argv: list[str], timer=None) -> None:
@@ -267,10 +264,12 @@ def launch(argv: list[str], timer=None) -> None:
     from spt.image import open_kernel
 
     stream = open_kernel(opts.kernel)
-    plan, fds, rules = build_plan(opts, stream, timer)
+    plan, fds, attached = build_plan(opts, stream, timer)
     dump = os.environ.get("SPT_PLAN_DUMP")
     if dump:
-        write_dump(dump, plan, rules)
+        from spt import policy
+
+        write_dump(dump, plan, policy.rules_for(attached))
         return
     exec_trampoline(plan, fds + [stream.fileno()], timer)
 
@@ -281,12 +280,12 @@ def write_dump(path: str, plan, rules) -> None:
     starting the guest. `spt policy` runs solo5-spt this way, so the policy
     it shows comes from the very code path, fds and bytes of a real launch."""
     import json
-    from dataclasses import asdict
 
     from spt.fileutil import write_atomic
 
     doc = {
-        "rules": [asdict(r) for r in rules],
+        "rules": [dict(r._asdict(), conditions=[c._asdict() for c in r.conditions])
+                  for r in rules],
         "bpf": plan.bpf.hex(),
         "plan": {
             "mem_size": plan.mem_size, "entry": plan.entry, "kernel_end": plan.kernel_end,

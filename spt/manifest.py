@@ -9,10 +9,8 @@ launcher agree on the layout by construction.
 
 from __future__ import annotations
 
-import json
-import re
 import struct
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from spt import abi
 from spt.errors import SptError
@@ -25,7 +23,13 @@ _BLOCK_UNION = struct.Struct("<QH6x")  # u64 capacity; u16 block_size
 _NET_UNION = struct.Struct("<6sH8x")  # u8 mac[6]; u16 mtu
 assert _ENTRY.size == abi.MFT_ENTRY_SIZE
 
-NAME_PATTERN = re.compile(r"[A-Za-z0-9]{1,%d}" % abi.MFT_NAME_MAX)
+
+
+def valid_name(name) -> bool:
+    """A device NAME: 1 to 67 of [A-Za-z0-9] (ASCII letters and digits)."""
+    return (isinstance(name, str) and 1 <= len(name) <= abi.MFT_NAME_MAX
+            and name.isascii() and name.isalnum())
+
 TYPE_BY_NAME = {name: number for number, name in abi.MFT_TYPE_NAMES.items()}
 
 
@@ -33,8 +37,7 @@ class ManifestError(SptError):
     """The manifest does not follow the ABI's rules."""
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """One manifest record; `index` is the device handle the guest uses."""
 
     index: int
@@ -53,8 +56,7 @@ class Entry:
         return abi.MFT_TYPE_NAMES.get(self.type, "UNKNOWN(%#x)" % self.type)
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(NamedTuple):
     version: int
     entries: tuple[Entry, ...]
 
@@ -72,7 +74,7 @@ class Manifest:
     def with_entry(self, entry: Entry) -> Manifest:
         entries = list(self.entries)
         entries[entry.index] = entry
-        return replace(self, entries=tuple(entries))
+        return self._replace(entries=tuple(entries))
 
     def pack(self) -> bytes:
         """The manifest bytes as the guest reads them at boot."""
@@ -136,6 +138,8 @@ def parse(content: bytes) -> Manifest:
 
 def from_json(text: str) -> Manifest:
     """A manifest declared in Solo5's JSON shape, checked against the ABI."""
+    import json
+
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -156,7 +160,7 @@ def from_json(text: str) -> Manifest:
         if not isinstance(dev, dict):
             raise ManifestError("manifest device %d must be an object" % index)
         name, type_name = dev.get("name"), dev.get("type")
-        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        if not valid_name(name):
             raise ManifestError("manifest device %d: name %r must be 1 to %d of [A-Za-z0-9]"
                                 % (index, name, abi.MFT_NAME_MAX))
         if name in seen:

@@ -7,7 +7,7 @@ builds it, and tests/test_plan.py compares both sides field by field.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from spt import abi
 from spt.image import PF_R, PF_W, PF_X, Segment
@@ -36,8 +36,7 @@ assert BOOT_INFO.size == abi.BOOT_INFO_SIZE
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 
 
-@dataclass(frozen=True)
-class LaunchPlan:
+class LaunchPlan(NamedTuple):
     mem_size: int
     entry: int
     kernel_end: int

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from spt.errors import SptError
 
@@ -43,8 +43,7 @@ class PolicyError(SptError):
     """A policy file does not parse or names an unknown placeholder."""
 
 
-@dataclass(frozen=True)
-class Condition:
+class Condition(NamedTuple):
     arg: str
     index: int
     op: str
@@ -54,8 +53,7 @@ class Condition:
         return "%s %s %d" % (self.arg, OPERATORS[self.op], self.value)
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     syscall: str
     conditions: tuple[Condition, ...]
     reason: str
@@ -139,6 +137,27 @@ def rules_for(attached) -> list[Rule]:
             texts[dev.policy] = read_policy(dev.policy)
         rules.extend(render(dev.policy, texts[dev.policy], dev.facts))
     return rules
+
+
+def bpf_for(attached) -> bytes:
+    """The BPF program for a launch, compiled once per distinct input: the
+    cache key is every policy text involved plus the facts rendered into it,
+    so a hit is exactly what compiling would give (spt/cache.py)."""
+    from spt import cache
+
+    texts: dict[str, str] = {}
+    key_parts = []
+    for dev in attached:
+        if dev.policy not in texts:
+            texts[dev.policy] = read_policy(dev.policy)
+        key_parts.append("%s\0%s\0%r" % (dev.policy, texts[dev.policy], sorted(dev.facts.items())))
+    key = "\0\0".join(key_parts)
+    bpf = cache.load("bpf", key)
+    if isinstance(bpf, bytes) and bpf and len(bpf) % 8 == 0:
+        return bpf
+    bpf = compile_bpf(rules_for(attached))
+    cache.store("bpf", key, bpf)
+    return bpf
 
 
 def _filter(rules):

@@ -12,14 +12,12 @@ The launcher iterates `MODULES` and never names a device kind.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from spt.manifest import Entry
 
 
-@dataclass(frozen=True)
-class Option:
+class Option(NamedTuple):
     """A device option `--FLAG:NAME=VALUE`; `parse` turns VALUE into the
     setting `key` (raising SptError with the operator's message)."""
 
@@ -31,13 +29,12 @@ class Option:
     required: bool = False  # the option that attaches the device
 
 
-@dataclass(frozen=True)
-class Attached:
+class Attached(NamedTuple):
     """A device opened for the guest: plain facts, no behaviour."""
 
     entry: Entry  # the manifest entry, attached, with the device's facts
     fds: tuple[int, ...]  # fds the guest keeps
-    facts: dict = field(default_factory=dict)  # placeholders of the policy fragment
+    facts: dict  # placeholders of the policy fragment (never mutated)
     policy: str = ""  # policies/<policy>.policy
     watch: tuple[tuple[int, int], ...] = ()  # (fd, epoll data) for yield
 

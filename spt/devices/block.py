@@ -13,8 +13,6 @@ import fcntl
 import os
 import stat
 import struct
-from dataclasses import replace
-
 from spt import abi
 from spt.devices import Attached, Option
 from spt.errors import SptError
@@ -74,7 +72,7 @@ def attach(entry: Entry, settings: dict) -> Attached:
         os.close(fd)
         raise
     return Attached(
-        entry=replace(entry, attached=True, hostfd=fd, capacity=capacity, block_size=sector),
+        entry=entry._replace(attached=True, hostfd=fd, capacity=capacity, block_size=sector),
         fds=(fd,),
         facts={"fd": fd, "sector_size": sector, "capacity": capacity},
         policy=POLICY,

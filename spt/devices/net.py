@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import fcntl
 import os
-import socket
 import stat
 import struct
-from dataclasses import replace
 
 from spt import abi
 from spt.devices import Attached, Option
@@ -101,7 +99,7 @@ def attach(entry: Entry, settings: dict) -> Attached:
         raise
     mac = settings.get("mac") or random_mac()
     return Attached(
-        entry=replace(entry, attached=True, hostfd=fd, mac=mac, mtu=mtu),
+        entry=entry._replace(attached=True, hostfd=fd, mac=mac, mtu=mtu),
         fds=(fd,),
         facts={"fd": fd, "ifname": ifname, "mtu": mtu},
         policy=POLICY,
@@ -114,6 +112,10 @@ def _fail(ifname: str, reason: str) -> SptError:
 
 
 def _ifreq_ioctl(request: int, packed: bytes) -> bytes:
+    """An interface ioctl on a throwaway AF_INET socket (socket is imported
+    here: it costs a launch without net devices several milliseconds)."""
+    import socket
+
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
         return fcntl.ioctl(s.fileno(), request, packed)
 

@@ -1,0 +1,113 @@
+"""A small cache of launch work that depends only on its inputs.
+
+Two things are expensive on the launch path and fully determined by inputs
+that are cheap to check: the checked `Image` (pyelftools, every ABI rule),
+keyed by the kernel file's identity (device, inode, size, mtime, ctime: any
+write changes ctime, which no user can set), and the BPF program, keyed by
+the exact policy texts and the device facts rendered into them. A hit skips
+importing pyelftools and libseccomp; a miss does the full work and stores it.
+
+Safety: an entry is used only if its file is a regular file owned by this
+user and writable by nobody else, in a directory of the same kind, and if the
+full key stored inside it equals the key asked for (the file name is only a
+checksum of the key). Anything else is a miss. `SPT_CACHE=0` turns the cache
+off; `SPT_CACHE_DIR` moves it. Under systemd, `CacheDirectory=` hands us
+`$CACHE_DIRECTORY`.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import stat
+import zlib
+
+from spt import __version__
+
+_MAGIC = b"spt-cache-1\n"
+
+
+def cache_dir() -> str | None:
+    """Where entries live, or None if the cache is off."""
+    if os.environ.get("SPT_CACHE") == "0":
+        return None
+    explicit = os.environ.get("SPT_CACHE_DIR") or os.environ.get("CACHE_DIRECTORY")
+    if explicit:
+        return explicit.split(":")[0]
+    if os.geteuid() == 0:
+        return "/var/cache/spt"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "spt")
+
+
+def _trusted(st: os.stat_result) -> bool:
+    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _path(directory: str, kind: str, key: bytes) -> str:
+    return os.path.join(directory, "%s-%08x" % (kind, zlib.crc32(key)))
+
+
+def _full_key(kind: str, key: str) -> bytes:
+    return ("%s|%s|%s" % (kind, __version__, key)).encode()
+
+
+def load(kind: str, key: str):
+    """The value stored under (kind, key), or None."""
+    directory = cache_dir()
+    if directory is None:
+        return None
+    full = _full_key(kind, key)
+    try:
+        if not _trusted(os.stat(directory)):
+            return None
+        fd = os.open(_path(directory, kind, full), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or not _trusted(st) or st.st_size > 1 << 20:
+            return None
+        data = os.read(fd, st.st_size)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    header = _MAGIC + full + b"\0"
+    if not data.startswith(header):
+        return None
+    body = data[len(header):]
+    if len(body) < 4 or zlib.crc32(body[4:]) != int.from_bytes(body[:4], "little"):
+        return None  # torn or corrupt: recompute
+    try:
+        return marshal.loads(body[4:])
+    except (EOFError, ValueError, TypeError):
+        return None
+
+
+def store(kind: str, key: str, value) -> None:
+    """Remember `value` (plain data: tuples, ints, bytes, str). Failing to
+    store is never an error: the next launch just does the work again."""
+    directory = cache_dir()
+    if directory is None:
+        return
+    full = _full_key(kind, key)
+    payload = marshal.dumps(value)
+    data = _MAGIC + full + b"\0" + zlib.crc32(payload).to_bytes(4, "little") + payload
+    path = _path(directory, kind, full)
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        if not _trusted(os.stat(directory)):
+            return
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
