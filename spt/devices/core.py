@@ -21,7 +21,7 @@ CONSOLE_FD = 1
 def parse_mem(value: str) -> int:
     """--mem=N: guest memory in MiB, a positive integer."""
     if not value.isdigit() or int(value) <= 0:
-        raise SptError("Malformed argument to --mem", usage=True)
+        raise SptError("Malformed argument to --mem")
     return int(value)
 
 
