@@ -15,8 +15,18 @@ from typing import NamedTuple
 
 from spt.errors import SptError
 
-POLICY_DIR = os.environ.get("SPT_POLICY_DIR") or os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "policies")
+def _policy_dir() -> str:
+    """`policies/` of the source tree, or the copy an installed package
+    carries (setup.py puts it in spt/policies)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (os.path.join(os.path.dirname(here), "policies"),
+                      os.path.join(here, "policies")):
+        if os.path.isdir(candidate):
+            return candidate
+    return os.path.join(here, "policies")
+
+
+POLICY_DIR = os.environ.get("SPT_POLICY_DIR") or _policy_dir()
 
 # Argument names as the kernel's prototypes spell them; a policy names an
 # argument, the renderer turns it into its index.
