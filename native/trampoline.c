@@ -240,16 +240,21 @@ static void notify_ready(const void *addr, uint32_t len)
     sys_close((int)s);
 }
 
-/* Close every fd but the ascending list `keep`. */
+/*
+ * Close every fd but the ascending list `keep`. The range above the last kept
+ * fd goes first, while stderr is still open: close_range needs Linux 5.9, and
+ * a kernel without it must refuse loudly rather than leak fds to the guest.
+ */
 static void close_all_but(const int32_t *keep, uint32_t n)
 {
+    unsigned top = n ? (unsigned)keep[n - 1] + 1 : 0;
+    check(sys_close_range(top, ~0U), "close_range (Linux 5.9 or later is needed)");
     unsigned lo = 0;
     for (uint32_t i = 0; i < n; i++) {
         if ((unsigned)keep[i] > lo)
             sys_close_range(lo, (unsigned)keep[i] - 1);
         lo = (unsigned)keep[i] + 1;
     }
-    sys_close_range(lo, ~0U);
 }
 
 /* Called from _start below; not static so the asm can name it. */
