@@ -26,6 +26,7 @@
 #define SYS_exit_group 231
 #define SYS_epoll_ctl 233
 #define SYS_prctl 157
+#define SYS_capset 126
 #define SYS_timerfd_create 283
 #define SYS_epoll_create1 291
 #define SYS_dup3 292
@@ -78,6 +79,10 @@ static inline long sys_rt_sigprocmask(int how, const uint64_t *set)
 { return sys6(SYS_rt_sigprocmask, how, (long)set, 0, 8, 0, 0); }
 static inline long sys_prctl(int op, long a)
 { return sys6(SYS_prctl, op, a, 0, 0, 0, 0); }
+static inline long sys_prctl2(int op, long a)
+{ return sys6(SYS_prctl, op, a, 0, 0, 0, 0); }
+static inline long sys_capset(const void *header, const void *data)
+{ return sys3(SYS_capset, (long)header, (long)data, 0); }
 static inline long sys_epoll_create1(int flags)
 { return sys3(SYS_epoll_create1, flags, 0, 0); }
 static inline long sys_epoll_ctl(int ep, int op, int fd, void *ev)

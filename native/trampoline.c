@@ -32,6 +32,9 @@
 #define NSIG 64
 #define PR_SET_NAME 15
 #define PR_SET_NO_NEW_PRIVS 38
+#define PR_CAP_AMBIENT 47
+#define PR_CAP_AMBIENT_CLEAR_ALL 4
+#define LINUX_CAPABILITY_VERSION_3 0x20080522
 #define EPOLL_CTL_ADD 1
 #define EPOLLIN 0x001
 #define CLOCK_MONOTONIC 1
@@ -204,6 +207,20 @@ static void reset_signals(uint32_t flags)
     check(sys_rt_sigprocmask(SIG_SETMASK, &empty), "sigprocmask");
 }
 
+/*
+ * The guest needs no capability, whoever started it: clear the ambient set
+ * (which exec would otherwise hand on) and drop effective, permitted and
+ * inheritable. Dropping is always allowed; it happens after guest memory is
+ * mapped, in case a host's vm.mmap_min_addr made that need CAP_SYS_RAWIO.
+ */
+static void drop_capabilities(void)
+{
+    struct { uint32_t version; int32_t pid; } header = { LINUX_CAPABILITY_VERSION_3, 0 };
+    uint32_t none[6] = { 0 }; /* two struct __user_cap_data_struct, all zero */
+    sys_prctl2(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL);
+    check(sys_capset(&header, none), "capset");
+}
+
 /* Give a fresh fd the number the plan (and so the filter) expects. */
 static void place_fd(long fd, int target, const char *what)
 {
@@ -319,6 +336,8 @@ void tramp_main(long *sp)
     check(g, "guest memory: mmap");
     if ((uint64_t)g != GUEST_MEM_START)
         die("guest memory: kernel ignored MAP_FIXED_NOREPLACE", 0);
+
+    drop_capabilities();
 
     /* Segments: copy p_filesz bytes straight from the unikernel file (the
      * rest up to p_memsz is already zero), then apply the segment's

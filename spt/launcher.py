@@ -312,6 +312,13 @@ def exec_trampoline(plan, fds: list[int], timer=None) -> None:
     # privileges through exec, and the seccomp filter may then be installed
     # without CAP_SYS_ADMIN.
     prctl.set_no_new_privs(1)
+    # Nothing after exec needs a capability. An empty bounding set means a
+    # root launcher's exec yields none (the trampoline also drops what it
+    # holds); without CAP_SETPCAP there is nothing here to shrink.
+    try:
+        prctl.capbset.limit()
+    except PermissionError:
+        pass
     prctl.set_name(plan.name)
     if timer is not None:
         timer.mark("plan")
