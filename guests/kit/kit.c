@@ -180,3 +180,77 @@ uint64_t kit_yield(const struct kit_boot_info *bi, uint64_t deadline_ns)
             ready |= 1ULL << ev[i].data;
     return ready;
 }
+
+void kit_put_i64(int64_t v)
+{
+    if (v < 0) {
+        kit_puts("-");
+        kit_put_u64(-(uint64_t)v); /* well-defined for INT64_MIN too */
+    } else {
+        kit_put_u64((uint64_t)v);
+    }
+}
+
+void kit_put_hex_byte(uint8_t b)
+{
+    char buf[2] = { "0123456789abcdef"[b >> 4], "0123456789abcdef"[b & 0xf] };
+    kit_write(buf, 2);
+}
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int kit_parse_num(const char *s, uint64_t *out)
+{
+    int negative = (*s == '-');
+    if (negative)
+        s++;
+    uint64_t base = 10;
+    if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+        base = 16;
+        s += 2;
+    }
+    if (!*s)
+        return 0;
+    uint64_t v = 0;
+    for (; *s; s++) {
+        int d = hex_digit(*s);
+        if (d < 0 || (uint64_t)d >= base)
+            return 0;
+        if (v > (UINT64_MAX - (uint64_t)d) / base)
+            return 0;
+        v = v * base + (uint64_t)d;
+    }
+    *out = negative ? -v : v;
+    return 1;
+}
+
+int kit_split_args(const char *cmdline, char *storage, size_t cap, char **argv, int max)
+{
+    int argc = 0;
+    size_t used = 0;
+    while (*cmdline) {
+        while (*cmdline == ' ')
+            cmdline++;
+        if (!*cmdline)
+            break;
+        if (argc == max)
+            return -1;
+        argv[argc++] = storage + used;
+        while (*cmdline && *cmdline != ' ') {
+            if (used + 1 >= cap)
+                return -1;
+            storage[used++] = *cmdline++;
+        }
+        storage[used++] = 0;
+    }
+    return argc;
+}

@@ -97,6 +97,24 @@ void *memcpy(void *d, const void *s, size_t n);
 void *memset(void *d, int c, size_t n);
 int memcmp(const void *a, const void *b, size_t n);
 
+
+/* Added for the test guests. */
+
+/* Signed decimal (no prefix). */
+void kit_put_i64(int64_t v);
+/* Two lower-case hex digits, no prefix. */
+void kit_put_hex_byte(uint8_t b);
+
+/* A whole token as a number: optional '-', then decimal or 0x-hex. Returns
+ * 1 and stores the value (two's complement for '-') on success, 0 if the
+ * token is empty, has a stray character or overflows 64 bits. */
+int kit_parse_num(const char *s, uint64_t *out);
+
+/* Split a command line at spaces into at most max tokens. The tokens are
+ * copied into storage (cap bytes, NUL-terminated each); returns the token
+ * count, or -1 if storage or max is too small. */
+int kit_split_args(const char *cmdline, char *storage, size_t cap, char **argv, int max);
+
 /* Every guest defines this; its return value is the exit status. */
 int guest_main(const struct kit_boot_info *bi, const char *cmdline);
 
