@@ -146,7 +146,7 @@ def from_json(text: str) -> Manifest:
         raise ManifestError("manifest JSON is malformed: %s" % exc) from None
     if not isinstance(doc, dict) or doc.get("type") != "solo5.manifest":
         raise ManifestError('manifest JSON must be an object with "type": "solo5.manifest"')
-    if doc.get("version") != abi.MFT_VERSION:
+    if type(doc.get("version")) is not int or doc["version"] != abi.MFT_VERSION:
         raise ManifestError("manifest JSON version must be %d" % abi.MFT_VERSION)
     devices = doc.get("devices", [])
     if not isinstance(devices, list):

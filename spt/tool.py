@@ -48,3 +48,26 @@ def _register_commands() -> None:
 
 
 _register_commands()
+
+
+def main() -> None:
+    """The `spt` executable: typer's app, with usage errors as one line
+    (`spt: ...`, exit status 2) instead of a framed box."""
+    import sys
+
+    # typer vendors click; its exception classes are reached through BadParameter's module.
+    exceptions = sys.modules[typer.BadParameter.__module__]
+    try:
+        code = app(standalone_mode=False)
+    except exceptions.UsageError as exc:
+        hint = " (see '%s --help')" % exc.ctx.command_path if exc.ctx else ""
+        print("spt: %s%s" % (exc.format_message(), hint), file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except exceptions.ClickException as exc:
+        print("spt: %s" % exc.format_message(), file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except (exceptions.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)  # the reader went away (`spt ... | head`): nothing left to say
+    sys.exit(code if isinstance(code, int) else 0)
