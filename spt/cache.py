@@ -48,16 +48,26 @@ def _path(directory: str, kind: str, key: bytes) -> str:
     return os.path.join(directory, "%s-%08x" % (kind, zlib.crc32(key)))
 
 
-def _full_key(kind: str, key: str) -> bytes:
-    return ("%s|%s|%s" % (kind, __version__, key)).encode()
+def _full_key(kind: str, key: str, code) -> bytes:
+    """The key, with the identity of the code that computes the value: an
+    entry made by other code (an edited checkout, another release) is a miss."""
+    stamps = []
+    for path in code:
+        try:
+            st = os.stat(path)
+            stamps.append("%s:%d:%d" % (path, st.st_size, st.st_mtime_ns))
+        except OSError:
+            stamps.append(path + ":?")
+    return ("%s|%s|%s|%s" % (kind, __version__, ",".join(stamps), key)).encode()
 
 
-def load(kind: str, key: str):
-    """The value stored under (kind, key), or None."""
+def load(kind: str, key: str, code=()):
+    """The value stored under (kind, key), or None. `code` names the source
+    files whose logic produced the value (see `_full_key`)."""
     directory = cache_dir()
     if directory is None:
         return None
-    full = _full_key(kind, key)
+    full = _full_key(kind, key, code)
     try:
         if not _trusted(os.stat(directory)):
             return None
@@ -85,13 +95,13 @@ def load(kind: str, key: str):
         return None
 
 
-def store(kind: str, key: str, value) -> None:
+def store(kind: str, key: str, value, code=()) -> None:
     """Remember `value` (plain data: tuples, ints, bytes, str). Failing to
     store is never an error: the next launch just does the work again."""
     directory = cache_dir()
     if directory is None:
         return
-    full = _full_key(kind, key)
+    full = _full_key(kind, key, code)
     payload = marshal.dumps(value)
     data = _MAGIC + full + b"\0" + zlib.crc32(payload).to_bytes(4, "little") + payload
     path = _path(directory, kind, full)

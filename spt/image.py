@@ -79,6 +79,8 @@ def load(path: str, stream=None) -> Image:
             elf = ELFFile(stream)
             header = elf.header
             _check_header(header, fail)
+            if header["e_phoff"] + header["e_phnum"] * 56 > os.fstat(stream.fileno()).st_size:
+                raise fail("program headers lie beyond the end of the file")
             phdrs = [elf.get_segment(i).header for i in range(header["e_phnum"])]
         except ImageError:
             raise
@@ -109,7 +111,8 @@ def load_cached(path: str, stream) -> Image:
 
     st = os.fstat(stream.fileno())
     key = "%d:%d:%d:%d:%d" % (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    plain = cache.load("image", key)
+    code = (__file__, manifest.__file__, abi.__file__)
+    plain = cache.load("image", key, code)
     if plain is not None:
         try:
             entry, kernel_end, target, version, segments, mft = plain
@@ -121,7 +124,7 @@ def load_cached(path: str, stream) -> Image:
     image = load(path, stream)
     cache.store("image", key, (image.entry, image.kernel_end, image.abi_target,
                                image.abi_version, tuple(tuple(s) for s in image.segments),
-                               image.manifest.pack()))
+                               image.manifest.pack()), code)
     return image
 
 
@@ -175,6 +178,11 @@ def _check_header(h, fail) -> None:
 
 
 def _read_at(stream, offset: int, size: int) -> bytes:
+    """Up to `size` bytes at `offset`; nothing for an offset at or past the
+    end (callers report that as a short read), so a hostile 64-bit offset
+    never reaches seek() (which would raise OverflowError or EINVAL)."""
+    if offset >= os.fstat(stream.fileno()).st_size:
+        return b""
     stream.seek(offset)
     return stream.read(size)
 
@@ -245,7 +253,10 @@ def _load_segments(stream, phdrs, fail) -> tuple[tuple[Segment, ...], int]:
         if align == 0 or align & (align - 1):
             raise fail("%s: p_align %#x is not a power of two" % (where, align))
         start = vaddr & ~(align - 1)
-        if start < abi.GUEST_MIN_ADDR or start < prev_end:
+        if start < abi.GUEST_MIN_ADDR:
+            raise fail("%s: segment start %#x (p_vaddr aligned down to p_align) is below %#x"
+                       % (where, start, abi.GUEST_MIN_ADDR))
+        if start < prev_end:
             raise fail("%s: segment at %#x overlaps the one before it" % (where, start))
         if vaddr + filesz > _U64_MAX:
             raise fail("%s: p_vaddr + p_filesz overflows" % where)

@@ -162,11 +162,11 @@ def bpf_for(attached) -> bytes:
             texts[dev.policy] = read_policy(dev.policy)
         key_parts.append("%s\0%s\0%r" % (dev.policy, texts[dev.policy], sorted(dev.facts.items())))
     key = "\0\0".join(key_parts)
-    bpf = cache.load("bpf", key)
+    bpf = cache.load("bpf", key, (__file__,))
     if isinstance(bpf, bytes) and bpf and len(bpf) % 8 == 0:
         return bpf
     bpf = compile_bpf(rules_for(attached))
-    cache.store("bpf", key, bpf)
+    cache.store("bpf", key, bpf, (__file__,))
     return bpf
 
 

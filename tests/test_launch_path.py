@@ -122,3 +122,17 @@ def test_an_unwritable_cache_directory_does_not_stop_a_launch(kernel_copy, tmp_p
     proc = run([SOLO5_SPT, "--mem=8", kernel_copy, "x"], env=env)
     assert proc.returncode == 0, proc.stderr
     assert "cmdline: 'x'" in proc.stdout
+
+
+def test_an_entry_made_by_other_code_is_a_miss(tmp_path, monkeypatch):
+    from spt import cache
+
+    monkeypatch.setenv("SPT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("SPT_CACHE", raising=False)
+    source = tmp_path / "checker.py"
+    source.write_text("RULES = 1\n")
+    cache.store("image", "k", (1, 2), (str(source),))
+    assert cache.load("image", "k", (str(source),)) == (1, 2)
+    source.write_text("RULES = 22\n")  # the code that made the entry changed
+    assert cache.load("image", "k", (str(source),)) is None
+    assert cache.load("image", "other-key", ()) is None

@@ -30,10 +30,8 @@ def _parse_path(name: str, value: str) -> str:
 
 
 def _parse_sector_size(name: str, value: str) -> int:
-    try:
-        size = int(value, 10)
-    except ValueError:
-        size = 0
+    # digits only: int() would also take "+512", " 512", "5_12" and non-ASCII digits
+    size = int(value) if value.isascii() and value.isdigit() else 0
     if size < abi.BLOCK_DEFAULT_SECTOR or size & (size - 1) or size > 0xFFFF:
         raise SptError("Block size must be a multiple of 2 greater than or equal 512")
     return size
@@ -59,13 +57,7 @@ def attach(entry: Entry, settings: dict) -> Attached:
     except OSError as exc:
         raise SptError("%s: %s" % (path, exc.strerror)) from None
     try:
-        capacity = _capacity(fd, path)
-        if capacity % sector:
-            raise SptError("%s: Backing storage size must be block aligned (%d bytes, "
-                           "sector size %d)" % (path, capacity, sector))
-        if capacity < sector:
-            raise SptError("%s: Backing storage must be at least 1 block (%d bytes)"
-                           % (path, sector))
+        capacity = check_storage(fd, path, sector)
         _lock(fd, path)
         os.set_blocking(fd, True)
     except BaseException:
@@ -77,6 +69,19 @@ def attach(entry: Entry, settings: dict) -> Attached:
         facts={"fd": fd, "sector_size": sector, "capacity": capacity},
         policy=POLICY,
     )
+
+
+def check_storage(fd: int, path: str, sector: int) -> int:
+    """The capacity of the open storage, refused unless it is whole sectors,
+    at least one (`spt unit check` runs this on a read-only open)."""
+    capacity = _capacity(fd, path)
+    if capacity % sector:
+        raise SptError("%s: Backing storage size must be block aligned (%d bytes, "
+                       "sector size %d)" % (path, capacity, sector))
+    if capacity < sector:
+        raise SptError("%s: Backing storage must be at least 1 block (%d bytes)"
+                       % (path, sector))
+    return capacity
 
 
 def _capacity(fd: int, path: str) -> int:

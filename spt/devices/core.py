@@ -20,7 +20,7 @@ CONSOLE_FD = 1
 
 def parse_mem(value: str) -> int:
     """--mem=N: guest memory in MiB, a positive integer."""
-    if not value.isdigit() or int(value) <= 0:
+    if not (value.isascii() and value.isdigit()) or int(value) <= 0:
         raise SptError("Malformed argument to --mem")
     return int(value)
 

@@ -28,7 +28,9 @@ IFF_UP = 0x1
 SIOCGIFFLAGS = 0x8913
 SIOCGIFMTU = 0x8921
 SIOCETHTOOL = 0x8946
+ETHTOOL_GGSO = 0x23
 ETHTOOL_SGSO = 0x24
+ETHTOOL_GGRO = 0x2B
 ETHTOOL_SGRO = 0x2C
 IFNAMSIZ = 16
 _IFREQ = struct.Struct("16sH22x")  # name, flags (short), padded to 40 bytes
@@ -39,7 +41,7 @@ def _parse_target(name: str, value: str):
     """IFACE, or @FD for a TAP the caller already opened."""
     if value.startswith("@"):
         digits = value[1:]
-        if not digits.isdigit() or not 0 <= int(digits) < 1 << 31:
+        if not (digits.isascii() and digits.isdigit()) or not 0 <= int(digits) < 1 << 31:
             raise SptError("Malformed argument to --net:%s=@FD: %r" % (name, value))
         return int(digits)
     if not value or len(value) >= IFNAMSIZ or "/" in value or value.strip() != value:
@@ -112,11 +114,13 @@ def _fail(ifname: str, reason: str) -> SptError:
 
 
 def _ifreq_ioctl(request: int, packed: bytes) -> bytes:
-    """An interface ioctl on a throwaway AF_INET socket (socket is imported
-    here: it costs a launch without net devices several milliseconds)."""
+    """An interface ioctl on a throwaway socket (socket is imported here: it
+    costs a launch without net devices several milliseconds). AF_UNIX serves
+    as well as AF_INET (the kernel hands interface ioctls of any family to
+    the device layer), so a unit may forbid Internet sockets altogether."""
     import socket
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
         return fcntl.ioctl(s.fileno(), request, packed)
 
 
@@ -139,18 +143,27 @@ def _mtu(ifname: str) -> int:
 def _offloads_off(ifname: str) -> None:
     """GRO and GSO off: the guest reads at most MTU + 14 bytes a frame, so an
     aggregated frame would be cut short. Interfaces without the feature
-    (EOPNOTSUPP) have nothing to switch off."""
+    (EOPNOTSUPP) have nothing to switch off. An offload already off is left
+    alone: switching needs CAP_NET_ADMIN, which a launcher running as the
+    owner of a TAP made for it beforehand does not have."""
     import array
     import errno
 
-    for cmd in (ETHTOOL_SGSO, ETHTOOL_SGRO):
-        value = array.array("I", [cmd, 0])  # struct ethtool_value; ifr_data points at it
-        ifreq = struct.pack("16sP16x", ifname.encode(), value.buffer_info()[0])
+    for get, put in ((ETHTOOL_GGSO, ETHTOOL_SGSO), (ETHTOOL_GGRO, ETHTOOL_SGRO)):
         try:
-            _ifreq_ioctl(SIOCETHTOOL, ifreq)
+            for cmd in (get, put):
+                value = array.array("I", [cmd, 0])  # struct ethtool_value; ifr_data points at it
+                ifreq = struct.pack("16sP16x", ifname.encode(), value.buffer_info()[0])
+                _ifreq_ioctl(SIOCETHTOOL, ifreq)
+                if cmd == get and not value[1]:
+                    break
         except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                raise _fail(ifname, "cannot switch offloads off: %s" % exc.strerror) from None
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                continue
+            hint = (" (without CAP_NET_ADMIN, switch them off when making the TAP: "
+                    "ethtool -K %s gso off gro off)" % ifname if exc.errno == errno.EPERM else "")
+            raise _fail(ifname, "cannot switch offloads off: %s%s"
+                        % (exc.strerror, hint)) from None
 
 
 def _open_tap(ifname: str) -> int:
