@@ -22,6 +22,8 @@ POLICY = "net"
 
 TUNSETIFF = 0x400454CA
 TUNGETIFF = 0x800454D2
+TUNGETDEVNETNS = 0x54E3  # _IO('T', 227): an fd of the TAP's network namespace
+CLONE_NEWNET = 0x40000000
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 IFF_UP = 0x1
@@ -93,8 +95,13 @@ def attach(entry: Entry, settings: dict) -> Attached:
     else:
         fd, ifname = _open_tap(target), target
     try:
-        mtu = _mtu(ifname)
-        _offloads_off(ifname)
+        try:
+            with _in_netns_of(fd):
+                mtu = _mtu(ifname)
+                _offloads_off(ifname)
+        except OSError as exc:  # setns refused: no privilege over that namespace
+            raise _fail(ifname, "cannot enter the TAP's network namespace: %s"
+                        % (exc.strerror or exc)) from None
     except BaseException:
         if not isinstance(target, int):
             os.close(fd)
@@ -107,6 +114,60 @@ def attach(entry: Entry, settings: dict) -> Attached:
         policy=POLICY,
         watch=((fd, entry.index),),
     )
+
+
+class _in_netns_of:
+    """Look at the TAP's interface in the namespace the TAP lives in.
+
+    A TAP passed as @FD may have been opened in another network namespace
+    than the launcher's (a supervisor wiring a guest's namespace): its name
+    means nothing here, or worse, names another interface. The fd tells its
+    namespace (TUNGETDEVNETNS, Linux 5.2); when that differs from ours, the
+    launcher steps into it for the name-based ioctls and straight back. A
+    kernel or privilege that cannot say keeps the lookup in our namespace."""
+
+    def __init__(self, tap_fd: int):
+        self.tap_fd = tap_fd
+        self.home = None
+
+    def __enter__(self):
+        try:
+            theirs = fcntl.ioctl(self.tap_fd, TUNGETDEVNETNS, 0)
+        except OSError:
+            return self
+        try:
+            if os.fstat(theirs).st_ino == os.stat("/proc/self/ns/net").st_ino:
+                return self
+            self.home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            _setns(theirs)
+        except BaseException:
+            self.__exit__()
+            raise
+        finally:
+            os.close(theirs)
+        return self
+
+    def __exit__(self, *exc):
+        if self.home is not None:
+            try:
+                _setns(self.home)
+            finally:
+                os.close(self.home)
+                self.home = None
+
+
+def _setns(ns_fd: int) -> None:
+    """setns(2) for a network namespace (os.setns arrived in Python 3.12)."""
+    setns = getattr(os, "setns", None)
+    if setns is not None:
+        setns(ns_fd, CLONE_NEWNET)
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(ns_fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 def _fail(ifname: str, reason: str) -> SptError:
