@@ -45,7 +45,7 @@ bench: setup
 	$(PY) -m bench
 
 fuzz: setup
-	$(PY) -m pytest -q tests/test_fuzz.py --fuzz-cases=$${FUZZ_CASES:-10000}
+	$(PY) -m pytest -q tests/fuzz --fuzz-cases=$${FUZZ_CASES:-10000} --fuzz-seed=$${FUZZ_SEED:-random}
 
 clean:
 	$(MAKE) -s -C native clean

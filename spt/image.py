@@ -187,7 +187,8 @@ def _read_at(stream, offset: int, size: int) -> bytes:
     return stream.read(size)
 
 
-def _find_note(stream, phdrs, note_type: int, align: int, max_descsz: int, fail) -> bytes | None:
+def _find_note(stream, phdrs, note_type: int, align: int, max_descsz: int, fail,
+               bad_size: str = "Solo5 note has a bad size") -> bytes | None:
     """The content of the first Solo5 note of `note_type`, per spt-abi §1.1."""
     for index, ph in enumerate(phdrs):
         if ph["p_type"] != PT_NOTE:
@@ -204,11 +205,11 @@ def _find_note(stream, phdrs, note_type: int, align: int, max_descsz: int, fail)
         if namesz != len(abi.NOTE_NAME) or head[12:18] != abi.NOTE_NAME or ntype != note_type:
             continue
         if not 1 <= descsz <= max_descsz or filesz < abi.NOTE_HEADER_SIZE + descsz:
-            raise fail("program header %d: Solo5 note has a bad size (%d)" % (index, descsz))
+            raise fail("program header %d: %s (%d)" % (index, bad_size, descsz))
         content_offset = -(-abi.NOTE_HEADER_SIZE // align) * align
         size = descsz - (content_offset - abi.NOTE_HEADER_SIZE)
         if size < 0:
-            raise fail("program header %d: Solo5 note has a bad size (%d)" % (index, descsz))
+            raise fail("program header %d: %s (%d)" % (index, bad_size, descsz))
         content = _read_at(stream, ph["p_offset"] + content_offset, size)
         if len(content) != size:
             raise fail("program header %d: note segment lies beyond the end of the file" % index)
@@ -226,8 +227,11 @@ def _abi_note(stream, phdrs, fail) -> tuple[int, int]:
 
 
 def _manifest_note(stream, phdrs, fail) -> manifest.Manifest:
+    # A manifest too large for its note (more than 63 devices) is a bad
+    # manifest to the operator: say so in the words scripts look for.
     content = _find_note(stream, phdrs, abi.MFT1_NOTE_TYPE, abi.MFT1_NOTE_ALIGN,
-                         abi.MFT1_NOTE_MAX_DESCSZ, fail)
+                         abi.MFT1_NOTE_MAX_DESCSZ, fail,
+                         "Solo5 manifest is invalid: Solo5 note has a bad size")
     if content is None:
         raise fail("No Solo5 manifest found in executable")
     try:
