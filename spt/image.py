@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import NamedTuple
+from collections import namedtuple
 
 from spt import abi, manifest
 from spt.errors import SptError
@@ -28,15 +28,12 @@ class ImageError(SptError):
     """The file is not a unikernel this tender can run."""
 
 
-class Segment(NamedTuple):
-    index: int  # program header index, for messages
-    offset: int
-    vaddr: int
-    filesz: int
-    memsz: int
-    start: int  # page-aligned range the protection applies to
-    end: int
-    flags: int  # PF_R | PF_W | PF_X
+class Segment(namedtuple("Segment", "index offset vaddr filesz memsz start end flags")):
+    """A PT_LOAD segment to copy: `index` is its program header index (for
+    messages), `start`/`end` the page-aligned range its protection applies
+    to, `flags` PF_R | PF_W | PF_X."""
+
+    __slots__ = ()
 
     @property
     def perms(self) -> str:
@@ -44,14 +41,11 @@ class Segment(NamedTuple):
                        for c, bit in (("r", PF_R), ("w", PF_W), ("x", PF_X)))
 
 
-class Image(NamedTuple):
-    path: str
-    entry: int
-    segments: tuple[Segment, ...]
-    kernel_end: int
-    abi_target: int
-    abi_version: int
-    manifest: manifest.Manifest
+class Image(namedtuple("Image", "path entry segments kernel_end abi_target abi_version manifest")):
+    """A checked unikernel: entry point, segments, the highest segment end,
+    its ABI note and its manifest. Nothing is mapped yet."""
+
+    __slots__ = ()
 
     def abi_json(self) -> dict:
         """The shape Solo5's elftool prints for `query-abi`."""

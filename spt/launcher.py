@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NamedTuple
+from collections import namedtuple
 
 from spt import __version__, abi
 from spt.errors import SptError
@@ -28,13 +28,11 @@ TRAMPOLINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libexec",
 TRAMPOLINE_BASE = 0x700000000000
 
 
-class Options(NamedTuple):
-    kernel: str
-    args: list[str]
-    mem_mib: int = abi.DEFAULT_MEM_MIB
-    x_exec_heap: bool = False
-    # (module, NAME) -> {setting: value}, in the order first given
-    devices: dict = {}
+class Options(namedtuple("Options", "kernel args mem_mib x_exec_heap devices")):
+    """The parsed command line; `devices` maps (module, NAME) to its
+    {setting: value}, in the order first given."""
+
+    __slots__ = ()
 
 
 def usage() -> str:
@@ -113,24 +111,30 @@ class Version(Exception):
     """--version: version on stderr, exit 0."""
 
 
+def check_devices(opts: Options, manifest) -> None:
+    """The options name only declared devices, of their type, and every
+    declared device (`spt unit check` runs this without attaching)."""
+    for (module, name), settings in opts.devices.items():
+        entry = manifest.find(name)
+        if entry is None or entry.type != module.TYPE:
+            raise SptError("Resource not declared in manifest: '%s'" % name)
+        for opt in module.OPTIONS:
+            if opt.required and opt.key not in settings:
+                raise SptError("Device '%s' has options but no --%s:%s=%s"
+                               % (name, opt.flag, name, opt.metavar))
+    unattached = [e for e in manifest.devices
+                  if not any(n == e.name and m.TYPE == e.type for m, n in opts.devices)]
+    if unattached:
+        raise SptError(" ".join("Device '%s' of type %s declared but not attached."
+                                % (e.name, e.type_name) for e in unattached)
+                       + " All declared devices must be attached.")
+
+
 def attach_devices(opts: Options, manifest) -> list:
     """Attach every device the options name; every declared device must be."""
+    check_devices(opts, manifest)
     attached = []
     try:
-        for (module, name), settings in opts.devices.items():
-            entry = manifest.find(name)
-            if entry is None or entry.type != module.TYPE:
-                raise SptError("Resource not declared in manifest: '%s'" % name)
-            for opt in module.OPTIONS:
-                if opt.required and opt.key not in settings:
-                    raise SptError("Device '%s' has options but no --%s:%s=%s"
-                                   % (name, opt.flag, name, opt.metavar))
-        unattached = [e for e in manifest.devices
-                      if not any(n == e.name and m.TYPE == e.type for m, n in opts.devices)]
-        if unattached:
-            raise SptError(" ".join("Device '%s' of type %s declared but not attached."
-                                    % (e.name, e.type_name) for e in unattached)
-                           + " All declared devices must be attached.")
         for (module, name), settings in opts.devices.items():
             entry = manifest.find(name)
             dev = module.attach(entry, settings)
@@ -209,6 +213,14 @@ def _mark(timer, stage: str) -> None:
         timer.mark(stage)
 
 
+def guest_cmdline(args: list[str]) -> str:
+    """ARGS joined as the guest reads them, refused if the ABI has no room."""
+    cmdline = " ".join(args)
+    if len(cmdline.encode()) > abi.CMDLINE_SIZE - 1:
+        raise SptError("Guest command line too long (max=%d characters)" % (abi.CMDLINE_SIZE - 1))
+    return cmdline
+
+
 def build_plan(opts: Options, stream, timer=None) -> tuple:
     """Image -> devices -> policy -> LaunchPlan.
 
@@ -222,9 +234,7 @@ def build_plan(opts: Options, stream, timer=None) -> tuple:
     mem_size = opts.mem_mib << 20
     image_mod.check_fits(image, mem_size)
     core.check_mem_limits(mem_size, image.kernel_end, TRAMPOLINE_BASE)
-    cmdline = " ".join(opts.args)
-    if len(cmdline.encode()) > abi.CMDLINE_SIZE - 1:
-        raise SptError("Guest command line too long (max=%d characters)" % (abi.CMDLINE_SIZE - 1))
+    cmdline = guest_cmdline(opts.args)
 
     devices = attach_devices(opts, image.manifest)
     base = core.attach()

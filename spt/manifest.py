@@ -10,7 +10,7 @@ launcher agree on the layout by construction.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from collections import namedtuple
 
 from spt import abi
 from spt.errors import SptError
@@ -37,28 +37,26 @@ class ManifestError(SptError):
     """The manifest does not follow the ABI's rules."""
 
 
-class Entry(NamedTuple):
-    """One manifest record; `index` is the device handle the guest uses."""
+# Records are namedtuples (immutable, `_replace` to derive one): the launch
+# path avoids importing typing and dataclasses, which cost more than the rest
+# of a launch.
+class Entry(namedtuple("Entry", "index name type hostfd attached capacity block_size mac mtu",
+                       defaults=(-1, False, 0, 0, b"\0" * 6, 0))):
+    """One manifest record; `index` is the device handle the guest uses.
+    `hostfd`, `attached` and the device facts (block `capacity` and
+    `block_size`, net `mac` and `mtu`) are filled in at attach time."""
 
-    index: int
-    name: str
-    type: int
-    hostfd: int = -1
-    attached: bool = False
-    # Device facts, filled in at attach time.
-    capacity: int = 0
-    block_size: int = 0
-    mac: bytes = b"\0" * 6
-    mtu: int = 0
+    __slots__ = ()
 
     @property
     def type_name(self) -> str:
         return abi.MFT_TYPE_NAMES.get(self.type, "UNKNOWN(%#x)" % self.type)
 
 
-class Manifest(NamedTuple):
-    version: int
-    entries: tuple[Entry, ...]
+class Manifest(namedtuple("Manifest", "version entries")):
+    """The manifest: its version and every entry, index 0 included."""
+
+    __slots__ = ()
 
     @property
     def devices(self) -> tuple[Entry, ...]:

@@ -7,7 +7,7 @@ builds it, and tests/test_plan.py compares both sides field by field.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from collections import namedtuple
 
 from spt import abi
 from spt.image import PF_R, PF_W, PF_X, Segment
@@ -36,22 +36,15 @@ assert BOOT_INFO.size == abi.BOOT_INFO_SIZE
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 
 
-class LaunchPlan(NamedTuple):
-    mem_size: int
-    entry: int
-    kernel_end: int
-    segments: tuple[Segment, ...]
-    manifest: bytes  # the attached manifest as the guest reads it
-    cmdline: str
-    bpf: bytes
-    kernel_fd: int
-    keep_fds: tuple[int, ...]  # the guest's whole fd table
-    watch: tuple[tuple[int, int], ...]  # (fd, epoll data)
-    epoll_fd: int
-    timer_fd: int
-    name: str
-    flags: int = 0
-    notify_addr: bytes = b""  # sockaddr_un for sd_notify, or empty
+class LaunchPlan(namedtuple("LaunchPlan", "mem_size entry kernel_end segments manifest cmdline "
+                                           "bpf kernel_fd keep_fds watch epoll_fd timer_fd name "
+                                           "flags notify_addr", defaults=(0, b""))):
+    """Everything the trampoline needs. `manifest` is the attached manifest
+    as the guest reads it, `keep_fds` the guest's whole fd table, `watch` the
+    (fd, epoll data) pairs for yield, `notify_addr` a sockaddr_un for
+    sd_notify or empty."""
+
+    __slots__ = ()
 
     def boot_blob(self) -> bytes:
         """Boot info at 0x11000, the manifest right after it, then the

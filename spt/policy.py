@@ -10,8 +10,7 @@ shown is the policy enforced.
 from __future__ import annotations
 
 import os
-import re
-from typing import NamedTuple
+from collections import namedtuple
 
 from spt.errors import SptError
 
@@ -44,30 +43,30 @@ ARG_NAMES = {
 
 OPERATORS = {"==": "is", "!=": "is not", "<=": "is at most", "<": "is below",
              ">=": "is at least", ">": "is above"}
-_RULE = re.compile(r"^(?P<call>[a-z0-9_]+)\s*(?::\s*(?P<conds>[^#]*?))?\s*(?:#\s*(?P<why>.*))?$")
-_COND = re.compile(r"^(?P<arg>[a-z_0-9]+)\s*(?P<op>==|!=|<=|>=|<|>)\s*(?P<expr>.+)$")
-_TERM = re.compile(r"^\s*(\{[a-z_]+\}|0x[0-9a-fA-F]+|\d+)\s*$")
+# The grammar of a policy line. Patterns, not compiled objects: `re` is
+# imported only when a policy is rendered (a cached launch never does).
+_RULE = r"^(?P<call>[a-z0-9_]+)\s*(?::\s*(?P<conds>[^#]*?))?\s*(?:#\s*(?P<why>.*))?$"
+_COND = r"^(?P<arg>[a-z_0-9]+)\s*(?P<op>==|!=|<=|>=|<|>)\s*(?P<expr>.+)$"
+_TERM = r"^\s*(\{[a-z_]+\}|0x[0-9a-fA-F]+|\d+)\s*$"
 
 
 class PolicyError(SptError):
     """A policy file does not parse or names an unknown placeholder."""
 
 
-class Condition(NamedTuple):
-    arg: str
-    index: int
-    op: str
-    value: int
+class Condition(namedtuple("Condition", "arg index op value")):
+    """`arg` (the argument's name; `index` its position) `op` `value`."""
+
+    __slots__ = ()
 
     def words(self) -> str:
         return "%s %s %d" % (self.arg, OPERATORS[self.op], self.value)
 
 
-class Rule(NamedTuple):
-    syscall: str
-    conditions: tuple[Condition, ...]
-    reason: str
-    source: str  # "core.policy:12"
+class Rule(namedtuple("Rule", "syscall conditions reason source")):
+    """Allow `syscall` when every condition holds; `source` is "core.policy:12"."""
+
+    __slots__ = ()
 
     def words(self) -> str:
         """The rule in plain words, as `spt policy` prints it."""
@@ -87,19 +86,21 @@ def read_policy(name: str) -> str:
 def render(name: str, text: str, facts: dict) -> list[Rule]:
     """Parse policy `text` (from policies/`name`.policy), filling
     {placeholders} from `facts`."""
+    import re
+
     rules = []
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         where = "%s.policy:%d" % (name, lineno)
-        m = _RULE.match(line)
+        m = re.match(_RULE, line)
         if not m:
             raise PolicyError("%s: cannot parse %r" % (where, line))
         call = m["call"]
         conds = []
         for part in filter(None, (p.strip() for p in (m["conds"] or "").split("&&"))):
-            cm = _COND.match(part)
+            cm = re.match(_COND, part)
             if not cm:
                 raise PolicyError("%s: cannot parse condition %r" % (where, part))
             names = ARG_NAMES.get(call, ())
@@ -117,12 +118,14 @@ def render(name: str, text: str, facts: dict) -> list[Rule]:
 
 def _evaluate(expr: str, facts: dict, where: str) -> int:
     """A number, a {placeholder}, or a sum/difference of them."""
+    import re
+
     total, sign = 0, 1
     for token in re.split(r"\s*([+-])\s*", expr.strip()):
         if token in ("+", "-"):
             sign = 1 if token == "+" else -1
             continue
-        if not _TERM.match(token):
+        if not re.match(_TERM, token):
             raise PolicyError("%s: cannot evaluate %r" % (where, expr))
         token = token.strip()
         if token.startswith("{"):

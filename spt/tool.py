@@ -66,7 +66,9 @@ def main() -> None:
     except exceptions.ClickException as exc:
         print("spt: %s" % exc.format_message(), file=sys.stderr)
         sys.exit(exc.exit_code)
-    except (exceptions.Abort, KeyboardInterrupt):
+    except (getattr(exceptions, "Abort", KeyboardInterrupt), KeyboardInterrupt):
+        # (typer 0.29's vendored click has no Abort; a missing name here would
+        # turn every SystemExit passing by, e.g. `spt unit exec`'s, into a traceback)
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)  # the reader went away (`spt ... | head`): nothing left to say

@@ -37,7 +37,7 @@ def test_launch_never_imports_the_operator_tool_stack(kernel_copy, tmp_path):
         assert "spt.launcher" in names
         for heavy in ("typer", "click", "rich", "pyroute2", "spt.tool"):
             assert heavy not in names, (attempt, heavy)
-    for heavy in ("json", "dataclasses", "inspect", "socket", "ctypes"):
+    for heavy in ("json", "dataclasses", "inspect", "socket", "ctypes", "typing", "re"):
         assert heavy not in names, ("cache hit", heavy)
 
 

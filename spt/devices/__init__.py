@@ -12,31 +12,25 @@ The launcher iterates `MODULES` and never names a device kind.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
-
-from spt.manifest import Entry
+from collections import namedtuple
 
 
-class Option(NamedTuple):
-    """A device option `--FLAG:NAME=VALUE`; `parse` turns VALUE into the
-    setting `key` (raising SptError with the operator's message)."""
 
-    flag: str
-    key: str
-    parse: Callable[[str, str], object]
-    metavar: str
-    help: str
-    required: bool = False  # the option that attaches the device
+class Option(namedtuple("Option", "flag key parse metavar help required", defaults=(False,))):
+    """A device option `--FLAG:NAME=VALUE`: `parse(NAME, VALUE)` turns VALUE
+    into the setting `key` (raising SptError with the operator's message);
+    `required` marks the option that attaches the device."""
+
+    __slots__ = ()
 
 
-class Attached(NamedTuple):
-    """A device opened for the guest: plain facts, no behaviour."""
+class Attached(namedtuple("Attached", "entry fds facts policy watch", defaults=("", ()))):
+    """A device opened for the guest, as plain facts: `entry` the manifest
+    entry (attached, with the device's facts), `fds` the fds the guest keeps,
+    `facts` the placeholders of its policy fragment `policies/<policy>.policy`,
+    `watch` the (fd, epoll data) pairs for yield."""
 
-    entry: Entry  # the manifest entry, attached, with the device's facts
-    fds: tuple[int, ...]  # fds the guest keeps
-    facts: dict  # placeholders of the policy fragment (never mutated)
-    policy: str = ""  # policies/<policy>.policy
-    watch: tuple[tuple[int, int], ...] = ()  # (fd, epoll data) for yield
+    __slots__ = ()
 
 
 def modules():
