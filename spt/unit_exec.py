@@ -1,0 +1,46 @@
+"""What spt@NAME.service runs: `python -m spt.unit_exec NAME`.
+
+Reads /etc/spt/NAME.conf and becomes the launcher in this same process (no
+fork, no second interpreter), named spt:NAME. It imports only the
+configuration parser and the launcher, so a unit starts as fast as
+`solo5-spt` does; `spt unit exec NAME` (the typer tool, a few hundred
+milliseconds more to import) runs the same function.
+
+A configuration it refuses ends in one line on stderr and exit status 78
+(EX_CONFIG), which the unit does not restart for; everything after that is
+the launcher's (its refusals exit 1, a started guest exits as it exits).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from spt import unitconf
+from spt.errors import SptError
+
+
+def run(name: str, root: str = "/") -> None:
+    """Read the configuration of instance `name` and launch it; never returns."""
+    from spt import launcher
+
+    try:
+        config = unitconf.read(name, unitconf.check_root(root))
+    except SptError as exc:
+        print("spt: %s" % exc, file=sys.stderr)
+        sys.exit(unitconf.EX_CONFIG)
+    os.environ["SPT_NAME"] = name
+    launcher.main(unitconf.to_argv(config, root))
+    sys.exit(1)  # main() exits or execs; this line is never reached
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m spt.unit_exec NAME", file=sys.stderr)
+        sys.exit(unitconf.EX_CONFIG)
+    run(argv[0])
+
+
+if __name__ == "__main__":
+    main()

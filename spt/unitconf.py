@@ -1,0 +1,341 @@
+"""The per-instance configuration of a unikernel unit: `/etc/spt/NAME.conf`.
+
+One `key = value` a line; `#` starts a comment line:
+
+    kernel = /var/lib/spt/web.spt
+    mem = 64
+    block.storage = /var/lib/spt/web.img
+    block-sector-size.storage = 4096
+    net.service0 = tap-web
+    net-mac.service0 = 02:00:00:00:00:01
+    args = --ipv4=10.0.0.2/24 "a quoted argument"
+    user = spt-web
+
+Device keys are `FLAG.NAME` for every device option `--FLAG:NAME=VALUE` that
+solo5-spt takes, so the file says what the command line would say, and a new
+device module's options become keys without a change here. Every value goes
+through the launcher's own parser; every refusal names the file and line.
+
+Plain data in, plain data out: `parse`/`from_settings` build a `UnitConfig`,
+`render` writes it back, `to_argv` is the solo5-spt command line it means,
+and `validate` refuses what the launcher would refuse, before anything starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from dataclasses import dataclass
+
+from spt.errors import SptError
+
+CONFIG_DIR = "/etc/spt"
+# An instance name: the `%i` of spt@NAME.service, the file NAME.conf and the
+# process name spt:NAME; no systemd escaping needed, no path tricks.
+INSTANCE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# A user name as User= takes it (or a numeric uid).
+USER_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}|[0-9]{1,10}")
+PLAIN_KEYS = ("kernel", "mem", "args", "user")
+MAX_CONFIG_BYTES = 64 * 1024
+# Exit status of `spt unit exec` for a configuration it refuses (EX_CONFIG):
+# the unit does not restart for it, since a restart cannot mend the file.
+EX_CONFIG = 78
+
+# What a device option's value is to the sandbox: a file the guest reads and
+# writes (its unit may write it, nothing else), or a TAP interface (its unit
+# needs /dev/net/tun and the host's network). The launcher's modules know
+# nothing of systemd; this is the one place that does.
+STORAGE_OPTIONS = ("block",)
+TAP_OPTIONS = ("net",)
+
+
+class ConfigError(SptError):
+    """The configuration file is wrong; the message names file and line."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One `key = value`, and where it was given ("web.conf:3", "--mem")."""
+
+    key: str
+    value: str
+    where: str
+
+
+@dataclass(frozen=True)
+class DeviceSetting:
+    flag: str  # the solo5-spt option: "block", "net-mac", ...
+    name: str  # the device's name in the manifest
+    value: str
+    where: str
+
+    @property
+    def option(self) -> str:
+        return "--%s:%s=%s" % (self.flag, self.name, self.value)
+
+
+@dataclass(frozen=True)
+class UnitConfig:
+    name: str
+    kernel: str
+    mem_mib: int
+    devices: tuple[DeviceSetting, ...] = ()
+    args: tuple[str, ...] = ()
+    user: str = ""
+
+    def values(self, flags: tuple[str, ...]) -> list[str]:
+        """The values of the device options named by `flags`, in order."""
+        return [d.value for d in self.devices if d.flag in flags]
+
+    @property
+    def storage(self) -> list[str]:
+        return self.values(STORAGE_OPTIONS)
+
+    @property
+    def taps(self) -> list[str]:
+        return self.values(TAP_OPTIONS)
+
+
+def config_path(name: str, root: str = "/") -> str:
+    return os.path.join(root, CONFIG_DIR.lstrip("/"), name + ".conf")
+
+
+def check_root(root: str) -> str:
+    """`--root DIR`: where /etc/spt and the unit files are, for an image."""
+    if not os.path.isabs(root) or not os.path.isdir(root):
+        raise ConfigError("--root %s: not an absolute path to a directory" % root)
+    return root
+
+
+def check_instance(name: str) -> str:
+    if not INSTANCE_PATTERN.fullmatch(name):
+        raise ConfigError("instance name %r: use 1 to 64 of [A-Za-z0-9_.-], starting with a "
+                          "letter or digit" % name)
+    return name
+
+
+def device_options() -> dict:
+    """FLAG -> (module, Option) for every device option solo5-spt takes."""
+    from spt.devices import modules
+
+    return {opt.flag: (module, opt) for module in modules() for opt in module.OPTIONS}
+
+
+def parse(text: str, path: str, name: str) -> UnitConfig:
+    """Parse the text of `path`, the configuration of instance `name`."""
+    settings = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        where = "%s:%d" % (path, number)
+        key, eq, value = line.partition("=")
+        if not eq:
+            raise ConfigError("%s: expected `key = value`, got %r" % (where, line[:60]))
+        settings.append(Setting(key.strip(), value.strip(), where))
+    return from_settings(name, settings, path)
+
+
+def read(name: str, root: str = "/") -> UnitConfig:
+    """Read and parse /etc/spt/NAME.conf (under `root`)."""
+    check_instance(name)
+    path = config_path(name, root)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError("%s: larger than %d bytes" % (path, MAX_CONFIG_BYTES))
+        text = data.decode("utf-8")
+    except OSError as exc:
+        raise ConfigError("%s: %s" % (path, exc.strerror or exc)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("%s: not UTF-8 text" % path) from None
+    return parse(text, path, name)
+
+
+def from_settings(name: str, settings: list[Setting], label: str) -> UnitConfig:
+    """A UnitConfig from `key = value` settings, each checked where it stands."""
+    check_instance(name)
+    flags = device_options()
+    seen: dict[str, str] = {}
+    plain: dict[str, Setting] = {}
+    devices = []
+    for s in settings:
+        if s.key in seen:
+            raise ConfigError("%s: %s is already set at %s" % (s.where, s.key, seen[s.key]))
+        seen[s.key] = s.where
+        if s.value.splitlines() not in ([], [s.value]) or "\0" in s.value:
+            # what `render` writes must read back as the same lines
+            raise ConfigError("%s: %s: a value is one line of text" % (s.where, s.key))
+        if s.key in PLAIN_KEYS:
+            plain[s.key] = s
+        else:
+            devices.append(_device(s, flags))
+    if "kernel" not in plain:
+        raise ConfigError("%s: no `kernel = PATH` (the unikernel to run)" % label)
+    kernel = plain["kernel"]
+    _absolute(kernel)
+    return UnitConfig(
+        name=name,
+        kernel=kernel.value,
+        mem_mib=_mem(plain["mem"]) if "mem" in plain else _default_mem(),
+        devices=tuple(devices),
+        args=_args(plain["args"]) if "args" in plain else (),
+        user=_user(plain["user"]) if "user" in plain else "",
+    )
+
+
+def _device(s: Setting, flags: dict) -> DeviceSetting:
+    from spt.manifest import valid_name
+
+    flag, dot, dev = s.key.partition(".")
+    if not dot or flag not in flags:
+        known = ", ".join(list(PLAIN_KEYS) + ["%s.NAME" % f for f in flags])
+        raise ConfigError("%s: unknown key %r (known: %s)" % (s.where, s.key, known))
+    if not valid_name(dev):
+        raise ConfigError("%s: device name %r: use 1 to 67 of [A-Za-z0-9]" % (s.where, dev))
+    _module, opt = flags[flag]
+    try:
+        parsed = opt.parse(dev, s.value)
+    except SptError as exc:
+        raise ConfigError("%s: %s" % (s.where, exc)) from None
+    if isinstance(parsed, int) and flag in TAP_OPTIONS:
+        raise ConfigError("%s: %s = %s: a unit has no caller to pass a TAP fd; name the "
+                          "interface" % (s.where, s.key, s.value))
+    if flag in STORAGE_OPTIONS:
+        _absolute(s)
+    return DeviceSetting(flag, dev, s.value, s.where)
+
+
+def _absolute(s: Setting) -> None:
+    if not os.path.isabs(s.value) or os.path.normpath(s.value) != s.value.rstrip("/") or \
+            "\0" in s.value:
+        raise ConfigError("%s: %s = %r: must be an absolute, normalised path"
+                          % (s.where, s.key, s.value))
+    check_unit_path(s.value, "%s: %s =" % (s.where, s.key))
+
+
+def check_unit_path(path: str, what: str) -> None:
+    """A path goes into the unit's directives (ReadWritePaths=, BindPaths=,
+    ExecStart=) as it is: no spaces, % or \\, which those would read as
+    separators, specifiers or escapes."""
+    if any(c.isspace() for c in path) or "%" in path or "\\" in path:
+        raise ConfigError("%s %r: spaces, %% and \\ are not supported in unit paths"
+                          % (what, path))
+
+
+def _mem(s: Setting) -> int:
+    from spt.devices.core import parse_mem
+
+    try:
+        return parse_mem(s.value)
+    except SptError as exc:
+        raise ConfigError("%s: mem = %s: %s (MiB, a positive integer)"
+                          % (s.where, s.value, exc)) from None
+
+
+def _default_mem() -> int:
+    from spt import abi
+
+    return abi.DEFAULT_MEM_MIB
+
+
+def _args(s: Setting) -> tuple[str, ...]:
+    try:
+        return tuple(shlex.split(s.value, comments=False))
+    except ValueError as exc:
+        raise ConfigError("%s: args: %s" % (s.where, exc)) from None
+
+
+def _user(s: Setting) -> str:
+    if not USER_PATTERN.fullmatch(s.value):
+        raise ConfigError("%s: user = %r is not a user name" % (s.where, s.value))
+    return s.value
+
+
+def render(config: UnitConfig) -> str:
+    """The configuration as the file `spt unit install` writes."""
+    lines = [
+        "# The unikernel spt@%s.service runs (written by `spt unit install`)." % config.name,
+        "# `spt unit check %s` validates it; the unit reads it at every start." % config.name,
+        "kernel = %s" % config.kernel,
+        "mem = %d" % config.mem_mib,
+    ]
+    lines += ["%s.%s = %s" % (d.flag, d.name, d.value) for d in config.devices]
+    if config.args:
+        lines.append("args = %s" % shlex.join(config.args))
+    if config.user:
+        lines.append("user = %s" % config.user)
+    return "\n".join(lines) + "\n"
+
+
+def to_argv(config: UnitConfig, root: str = "/") -> list[str]:
+    """The solo5-spt command line of the configuration (paths under `root`)."""
+    def at_root(value: str) -> str:
+        return os.path.join(root, value.lstrip("/")) if root != "/" else value
+
+    options = ["--mem=%d" % config.mem_mib]
+    for d in config.devices:
+        value = at_root(d.value) if d.flag in STORAGE_OPTIONS else d.value
+        options.append("--%s:%s=%s" % (d.flag, d.name, value))
+    return options + ["--", at_root(config.kernel), *config.args]
+
+
+def validate(config: UnitConfig, root: str = "/") -> None:
+    """Refuse now what the launcher would refuse at start: the image and its
+    ABI, memory that does not fit, devices the manifest does not declare (or
+    declares and the file leaves out), block files that are missing or of a
+    bad size, a command line too long, a user that does not exist. The checks
+    are the launcher's own functions; TAPs are not opened (they may be made
+    after the configuration, and a running guest holds its own)."""
+    from spt import abi, image as image_mod, launcher
+    from spt.devices import block, core
+
+    opts = launcher.parse_argv(to_argv(config, root))
+    kernel = image_mod.load(opts.kernel)
+    mem_size = opts.mem_mib << 20
+    image_mod.check_fits(kernel, mem_size)
+    core.check_mem_limits(mem_size, kernel.kernel_end, launcher.TRAMPOLINE_BASE)
+    launcher.guest_cmdline(opts.args)
+    launcher.check_devices(opts, kernel.manifest)
+    for (module, _name), settings in opts.devices.items():
+        if module is block:
+            _check_storage(settings["path"],
+                           settings.get("sector_size", abi.BLOCK_DEFAULT_SECTOR))
+    if config.user and not config.user.isdigit() and not _user_exists(config.user, root):
+        raise ConfigError("user %r does not exist" % config.user)
+
+
+def _user_exists(user: str, root: str) -> bool:
+    """Whether `user` is in the passwd database of `root` (for a root
+    without /etc/passwd, as an image still being built, it may be added
+    later: then it is not refused)."""
+    if root == "/":
+        import pwd
+
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            return False
+        return True
+    try:
+        with open(os.path.join(root, "etc/passwd"), encoding="utf-8", errors="replace") as f:
+            return any(line.split(":", 1)[0] == user for line in f)
+    except FileNotFoundError:
+        return True
+
+
+def _check_storage(path: str, sector: int) -> None:
+    """The block module's size rules, on a read-only open that takes no lock
+    (the instance may be running and hold it)."""
+    from spt.devices import block
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise SptError("%s: %s" % (path, exc.strerror)) from None
+    try:
+        block.check_storage(fd, path, sector)
+    finally:
+        os.close(fd)
