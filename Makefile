@@ -24,10 +24,14 @@ $(VENV)/.installed: pyproject.toml
 	# hook to load at every interpreter start (it cost each launch ~9 ms).
 	$(PY) -m pip install -q -e '.[test,bench]' --config-settings editable_mode=compat 2>/dev/null \
 		|| $(PY) -m pip install -q -e '.[test,bench]'
+	./scripts/write-launcher $(VENV)
 	touch $@
 
 native:
 	$(MAKE) -s -C native
+	@# Byte-compile the launcher now: with PYTHONDONTWRITEBYTECODE set (some
+	@# shells and CI images set it) every launch would recompile spt/ instead.
+	@$(PY) -m compileall -q spt
 
 guests: $(VENV)/.installed
 	$(MAKE) -s -C guests PYTHON=../$(PY)
