@@ -20,8 +20,8 @@ deps:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# compat mode puts the source tree on sys.path with a plain .pth: no import
-	# hook to load at every interpreter start (it cost each launch ~9 ms).
+	@# compat mode puts the source tree on sys.path with a plain .pth: no import
+	@# hook to load at every interpreter start (it cost each launch ~9 ms).
 	$(PY) -m pip install -q -e '.[test,bench]' --config-settings editable_mode=compat 2>/dev/null \
 		|| $(PY) -m pip install -q -e '.[test,bench]'
 	./scripts/write-launcher $(VENV)
