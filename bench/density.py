@@ -178,9 +178,8 @@ def _children_left() -> int:
 
 def measure(ctx: Context) -> Section:
     section = Section("density", "Density: idle guests on one machine", METHOD)
-    guest = ctx.guest("sleep")
+    guest = ctx.guest("sleep", section)
     if guest is None:
-        section.notes.append("Not measured: guests/out/sleep.spt is not built.")
         return section
     n, window = ctx.sizes.density_n, ctx.sizes.density_window
     small = smallest_mem(ctx, guest)

@@ -97,9 +97,8 @@ def _build_blockref(ctx: Context) -> str | None:
 
 def measure_block(ctx: Context) -> Section:
     section = Section("block", "Guest block I/O", BLOCK_METHOD)
-    guest = ctx.guest("blockbench")
+    guest = ctx.guest("blockbench", section)
     if guest is None:
-        section.notes.append("Not measured: guests/out/blockbench.spt is not built.")
         return section
     blockref = _build_blockref(ctx)
     directory, where = _block_dir(ctx)
@@ -239,9 +238,8 @@ def parse_udp(output: str) -> tuple[float, float, int]:
 
 def measure_net(ctx: Context) -> Section:
     section = Section("net", "Guest network round trips", NET_METHOD)
-    guest = ctx.guest("netbench")
+    guest = ctx.guest("netbench", section)
     if guest is None:
-        section.notes.append("Not measured: guests/out/netbench.spt is not built.")
         return section
     ping = shutil.which("ping")
     client = os.path.join(os.path.dirname(os.path.abspath(__file__)), "udp_client.py")

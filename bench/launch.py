@@ -126,9 +126,8 @@ def _target_note(ratio: stats.Summary) -> str:
 
 def measure(ctx: Context) -> Section:
     section = Section("launch", "Launch time (hello guest, exec to exit)", METHOD)
-    hello = ctx.guest("hello")
+    hello = ctx.guest("hello", section)
     if hello is None:
-        section.notes.append("Not measured: guests/out/hello.spt is not built.")
         return section
     series = _series(ctx, hello)
     for tender in ctx.tenders():

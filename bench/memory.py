@@ -83,9 +83,8 @@ def floor_idle_argv(ctx: Context) -> list[str]:
 
 def measure(ctx: Context) -> Section:
     section = Section("memory", "Idle guest memory", METHOD)
-    guest = ctx.guest("sleep")
+    guest = ctx.guest("sleep", section)
     if guest is None:
-        section.notes.append("Not measured: guests/out/sleep.spt is not built.")
         return section
     small = smallest_mem(ctx, guest)
     configs = []  # (label, key, argv, guest memory bytes)

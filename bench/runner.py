@@ -68,9 +68,15 @@ class Context:
     def tenders(self) -> list[Tender]:
         return [self.spt] + ([self.compare] if self.compare else [])
 
-    def guest(self, name: str) -> str | None:
+    def guest(self, name: str, section=None) -> str | None:
+        """The built kit guest `name`, or None; with `section`, a missing
+        guest is also noted there as the reason its figure is absent."""
         path = GUEST_DIR / (name + ".spt")
-        return str(path) if path.is_file() else None
+        if path.is_file():
+            return str(path)
+        if section is not None:
+            section.notes.append("Not measured: guests/out/%s.spt is not built." % name)
+        return None
 
     def floor_argv(self, code: str = "pass") -> list[str]:
         """The Python floor: the launcher's interpreter with nothing loaded."""
