@@ -61,10 +61,10 @@ def usage() -> str:
 
 def parse_argv(argv: list[str]) -> Options:
     """Options before KERNEL, `--` ends them, the rest is the guest's."""
-    from spt.devices import core, modules
+    from spt.devices import core, options
     from spt.manifest import valid_name
 
-    flags = {opt.flag: (module, opt) for module in modules() for opt in module.OPTIONS}
+    flags = options()
     mem_mib, x_exec_heap, devices = abi.DEFAULT_MEM_MIB, False, {}
     i = 0
     while i < len(argv):
@@ -131,8 +131,8 @@ def check_devices(opts: Options, manifest) -> None:
 
 
 def attach_devices(opts: Options, manifest) -> list:
-    """Attach every device the options name; every declared device must be."""
-    check_devices(opts, manifest)
+    """Attach every device the options name (check_devices has vouched for
+    the names)."""
     attached = []
     try:
         for (module, name), settings in opts.devices.items():
@@ -213,6 +213,27 @@ def _mark(timer, stage: str) -> None:
         timer.mark(stage)
 
 
+def inherited_fds(opts: Options) -> set[int]:
+    """Fds the options name (`--net:NAME=@FD`), which must stay open."""
+    return {fd for (module, _), settings in opts.devices.items()
+            for fd in module.inherited_fds(settings)}
+
+
+def check_launch(opts: Options, image) -> int:
+    """Everything about a launch that holds before a device is opened:
+    memory, command line, the devices named against the manifest. Returns
+    the guest memory size in bytes. (`spt unit check` runs this alone.)"""
+    from spt import image as image_mod
+    from spt.devices import core
+
+    mem_size = opts.mem_mib << 20
+    image_mod.check_fits(image, mem_size)
+    core.check_mem_limits(mem_size, image.kernel_end, TRAMPOLINE_BASE)
+    guest_cmdline(opts.args)
+    check_devices(opts, image.manifest)
+    return mem_size
+
+
 def guest_cmdline(args: list[str]) -> str:
     """ARGS joined as the guest reads them, refused if the ABI has no room."""
     cmdline = " ".join(args)
@@ -221,19 +242,17 @@ def guest_cmdline(args: list[str]) -> str:
     return cmdline
 
 
-def build_plan(opts: Options, stream, timer=None) -> tuple:
-    """Image -> devices -> policy -> LaunchPlan.
-
-    Returns (plan, fds the trampoline must inherit, attached devices)."""
+def build_plan(opts: Options, stream, timer=None, image=None) -> tuple:
+    """Image -> devices -> policy -> LaunchPlan (`image`: already loaded
+    from `stream` by the caller). Returns (plan, attached devices)."""
     from spt import image as image_mod, plan as plan_mod, policy
     from spt.devices import core
 
     _mark(timer, "imports")
-    image = image_mod.load_cached(opts.kernel, stream)
+    if image is None:
+        image = image_mod.load_cached(opts.kernel, stream)
     _mark(timer, "image")
-    mem_size = opts.mem_mib << 20
-    image_mod.check_fits(image, mem_size)
-    core.check_mem_limits(mem_size, image.kernel_end, TRAMPOLINE_BASE)
+    mem_size = check_launch(opts, image)
     cmdline = guest_cmdline(opts.args)
 
     devices = attach_devices(opts, image.manifest)
@@ -254,34 +273,44 @@ def build_plan(opts: Options, stream, timer=None) -> tuple:
         mem_size=mem_size, entry=image.entry, kernel_end=image.kernel_end,
         segments=image.segments, manifest=manifest.pack(), cmdline=cmdline, bpf=bpf,
         kernel_fd=stream.fileno(),
-        keep_fds=tuple(sorted({fd for dev in attached for fd in dev.fds})),
+        keep_fds=tuple(sorted({fd for dev in attached for fd in dev.fds})),  # ascending: plan.h
         watch=tuple(w for dev in attached for w in dev.watch),
         epoll_fd=base.facts["epoll_fd"], timer_fd=base.facts["timer_fd"],
         name=process_name(opts.kernel), flags=flags,
         notify_addr=plan_mod.notify_sockaddr(notify) if notify else b"",
     )
-    return plan, [fd for dev in attached for fd in dev.fds], attached
+    return plan, attached
 
 
 def launch(argv: list[str], timer=None) -> None:
-    opts = parse_argv(argv)
+    start(parse_argv(argv), timer)
+
+
+def prepare(opts: Options, prog: str = PROG) -> None:
+    """Before anything is opened: the --x-exec-heap warning, and the fd
+    table cleared of everything inherited but the fds the options name."""
     if opts.x_exec_heap:
         print("%s: WARNING: --x-exec-heap makes the guest's heap and stack executable"
-              % PROG, file=sys.stderr)
-    sanitize_fds({fd for (module, _), settings in opts.devices.items()
-                  for fd in module.inherited_fds(settings)})
+              % prog, file=sys.stderr)
+    sanitize_fds(inherited_fds(opts))
+
+
+def start(opts: Options, timer=None) -> None:
+    """Options -> a running guest in this very process (or, with
+    SPT_PLAN_DUMP, the plan written out)."""
+    prepare(opts)
 
     from spt.image import open_kernel
 
     stream = open_kernel(opts.kernel)
-    plan, fds, attached = build_plan(opts, stream, timer)
+    plan, attached = build_plan(opts, stream, timer)
     dump = os.environ.get("SPT_PLAN_DUMP")
     if dump:
         from spt import policy
 
         write_dump(dump, plan, policy.rules_for(attached))
         return
-    exec_trampoline(plan, fds + [stream.fileno()], timer)
+    exec_trampoline(plan, timer)
 
 
 def write_dump(path: str, plan, rules) -> None:
@@ -307,7 +336,7 @@ def write_dump(path: str, plan, rules) -> None:
     write_atomic(path, json.dumps(doc, indent=1).encode())
 
 
-def exec_trampoline(plan, fds: list[int], timer=None) -> None:
+def exec_trampoline(plan, timer=None) -> None:
     """Hand the plan to the trampoline: Python never runs again."""
     import prctl
 
@@ -316,7 +345,7 @@ def exec_trampoline(plan, fds: list[int], timer=None) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(plan_fd, view):]
-    for fd in fds:
+    for fd in plan.keep_fds + (plan.kernel_fd,):
         os.set_inheritable(fd, True)
     # no_new_privs before exec: neither the trampoline nor the guest can gain
     # privileges through exec, and the seccomp filter may then be installed
@@ -329,7 +358,8 @@ def exec_trampoline(plan, fds: list[int], timer=None) -> None:
         prctl.capbset.limit()
     except PermissionError:
         pass
-    prctl.set_name(plan.name)
+    # The process name is the trampoline's to set: exec resets it to the
+    # executable's file name, so naming the process here would not last.
     if timer is not None:
         timer.mark("plan")
         timer.report()

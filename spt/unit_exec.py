@@ -31,7 +31,7 @@ def run(name: str, root: str = "/") -> None:
         sys.exit(unitconf.EX_CONFIG)
     os.environ["SPT_NAME"] = name
     launcher.main(unitconf.to_argv(config, root))
-    sys.exit(1)  # main() exits or execs; this line is never reached
+    sys.exit(0)  # main() exits or execs, or returns after SPT_PLAN_DUMP wrote the plan
 
 
 def main(argv: list[str] | None = None) -> None:

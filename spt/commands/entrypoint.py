@@ -121,16 +121,21 @@ def choose_net_device(manifest, wanted: str | None, kernel: str) -> str:
     return names[0]
 
 
-def guest_argv(solo5_argv: list[str], opts, device: str, tap_fd: int, mac: str,
-               net_args: list[str]) -> list[str]:
-    """The solo5-spt command line the guest is launched with: the user's
-    options, the wired device (`--net:DEV=@FD`, `--net-mac:DEV=MAC`), then
-    KERNEL, the network arguments and the user's ARGS."""
-    options = solo5_argv[:len(solo5_argv) - len(opts.args) - 1]
-    if options and options[-1] == "--":
-        options = options[:-1]
-    return (options + ["--net:%s=@%d" % (device, tap_fd), "--net-mac:%s=%s" % (device, mac),
-                       "--", opts.kernel] + net_args + list(opts.args))
+def wired_options(opts, device: str, tap_fd: int, mac: str, net_args: list[str]):
+    """The user's options with the wired device added, as solo5-spt would
+    parse `--net:DEV=@FD --net-mac:DEV=MAC KERNEL NET_ARGS... ARGS...`: the
+    values go through the net module's own option parsers."""
+    from spt.devices import options
+
+    flags = options()
+    net_module, target = flags["net"]
+    _, mac_option = flags["net-mac"]
+    devices = dict(opts.devices)
+    devices[(net_module, device)] = {
+        target.key: target.parse(device, "@%d" % tap_fd),
+        mac_option.key: mac_option.parse(device, mac),
+    }
+    return opts._replace(devices=devices, args=list(net_args) + list(opts.args))
 
 
 def start(argv: list[str]) -> None:
@@ -142,17 +147,15 @@ def start(argv: list[str]) -> None:
 
     ep, solo5_argv = split_argv(argv)
     opts = launcher.parse_argv(solo5_argv)
-    device = choose_net_device(image_mod.load(opts.kernel).manifest, ep.net_device, opts.kernel)
+    if not os.access(launcher.TRAMPOLINE, os.X_OK):
+        raise SptError("cannot run the trampoline %s (build it with `make`)" % launcher.TRAMPOLINE)
+    launcher.prepare(opts, "spt")
+    stream = image_mod.open_kernel(opts.kernel)
+    image = image_mod.load_cached(opts.kernel, stream)
+    device = choose_net_device(image.manifest, ep.net_device, opts.kernel)
     if opts.devices.get((net_module, device)):
         raise SptError("the entrypoint attaches %s to the container's interface itself: "
                        "drop --net:%s and --net-mac:%s" % (device, device, device))
-    if not os.access(launcher.TRAMPOLINE, os.X_OK):
-        raise SptError("cannot run the trampoline %s (build it with `make`)" % launcher.TRAMPOLINE)
-    if opts.x_exec_heap:
-        print("spt: WARNING: --x-exec-heap makes the guest's heap and stack executable",
-              file=sys.stderr)
-    launcher.sanitize_fds({fd for (module, _), settings in opts.devices.items()
-                           for fd in module.inherited_fds(settings)})
     # The engine's stop signal must end the guest, which is PID 1 here. Until
     # the trampoline has its stop handler, a stop signal is held back rather
     # than lost (PID 1 drops signals it has no handler for): the trampoline
@@ -169,10 +172,8 @@ def start(argv: list[str]) -> None:
             net_args = netwire.render_template(ep.template, facts)
             tap_fd, tap_index = netwire.open_tap(ipr, TAP_NAME, facts.mtu, undo)
             netwire.redirect_ingress(ipr, tap_index, facts.index, TAP_NAME, undo)
-            opts = launcher.parse_argv(guest_argv(solo5_argv, opts, device, tap_fd,
-                                                  facts.mac, net_args))
-            stream = image_mod.open_kernel(opts.kernel)
-            plan, fds = launcher.build_plan(opts, stream)[:2]
+            opts = wired_options(opts, device, tap_fd, facts.mac, net_args)
+            plan = launcher.build_plan(opts, stream, image=image)[0]
             netwire.redirect_ingress(ipr, facts.index, tap_index, facts.ifname, undo)
             print("spt: %s gets %s (%s) %s/%d%s, mac %s, mtu %d, through TAP %s"
                   % (device, facts.ifname, facts.kind or "physical", facts.ipv4, facts.prefix,
@@ -180,7 +181,7 @@ def start(argv: list[str]) -> None:
                      TAP_NAME), file=sys.stderr)
             # Returns only if the exec failed; the netlink socket is
             # close-on-exec, and the trampoline closes every fd but the guest's.
-            launcher.exec_trampoline(plan, fds + [stream.fileno()])
+            launcher.exec_trampoline(plan)
         except BaseException as exc:
             leftovers = undo.run()
             if leftovers and isinstance(exc, SptError):

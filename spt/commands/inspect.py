@@ -29,9 +29,9 @@ def min_mem_mib(kernel_end: int) -> int:
     """The smallest --mem the launcher accepts for an image: the image plus
     the scratch area the launch needs at the top of guest memory, rounded up
     to whole MiB (the same sum `spt.devices.core.check_mem_limits` makes)."""
-    from spt.devices.core import SCRATCH_BYTES
+    from spt.devices.core import min_mem_mib as core_min_mem_mib
 
-    return -(-(kernel_end + SCRATCH_BYTES) // MIB)
+    return core_min_mem_mib(kernel_end)
 
 
 def attach_option(entry) -> str:

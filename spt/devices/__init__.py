@@ -7,7 +7,10 @@ Each module owns four things and nothing global:
 - its fragment of the allow-list (`policies/<POLICY>.policy`, filled from
   `Attached.facts`).
 
-The launcher iterates `MODULES` and never names a device kind.
+The launcher iterates `modules()` and never names a device kind. A module
+also answers `inherited_fds(settings)` (fds the caller passed that must stay
+open) and `check(settings)` (what can be verified without attaching, for
+`spt unit check`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ class Attached(namedtuple("Attached", "entry fds facts policy watch", defaults=(
     `watch` the (fd, epoll data) pairs for yield."""
 
     __slots__ = ()
+
+
+def options() -> dict:
+    """Every device option flag (e.g. "block-sector-size") -> (module, Option)."""
+    return {opt.flag: (module, opt) for module in modules() for opt in module.OPTIONS}
 
 
 def modules():

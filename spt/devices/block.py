@@ -49,6 +49,21 @@ def inherited_fds(settings: dict) -> set[int]:
     return set()
 
 
+def check(settings: dict) -> None:
+    """The backing storage exists and has a valid size, checked on a
+    read-only open without the lock (the guest may be running)."""
+    path = settings["path"]
+    sector = settings.get("sector_size", abi.BLOCK_DEFAULT_SECTOR)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise SptError("%s: %s" % (path, exc.strerror)) from None
+    try:
+        check_storage(fd, path, sector)
+    finally:
+        os.close(fd)
+
+
 def attach(entry: Entry, settings: dict) -> Attached:
     path = settings["path"]
     sector = settings.get("sector_size", abi.BLOCK_DEFAULT_SECTOR)

@@ -43,6 +43,12 @@ def attach() -> Attached:
     )
 
 
+def min_mem_mib(kernel_end: int) -> int:
+    """The smallest --mem an image fits in: its segments plus the scratch
+    area the trampoline uses at the top of guest memory."""
+    return -(-(kernel_end + SCRATCH_BYTES) // (1 << 20))
+
+
 def check_mem_limits(mem_size: int, kernel_end: int, ceiling: int) -> None:
     """Memory the guest asks for must fit its image, the launch scratch area,
     the address space below the trampoline, and RLIMIT_AS."""
@@ -51,7 +57,7 @@ def check_mem_limits(mem_size: int, kernel_end: int, ceiling: int) -> None:
     mib = mem_size >> 20
     if mem_size < kernel_end + SCRATCH_BYTES:
         raise SptError("--mem=%d is too small for this unikernel (needs at least %d MiB)"
-                       % (mib, -(-(kernel_end + SCRATCH_BYTES) // (1 << 20))))
+                       % (mib, min_mem_mib(kernel_end)))
     if mem_size > ceiling:
         raise SptError("--mem=%d is beyond the address space spt can give a guest (%d MiB)"
                        % (mib, ceiling >> 20))

@@ -88,6 +88,10 @@ def inherited_fds(settings: dict) -> set[int]:
     return {target} if isinstance(target, int) else set()
 
 
+def check(settings: dict) -> None:
+    """Nothing to verify ahead: a TAP may be created right before the start."""
+
+
 def attach(entry: Entry, settings: dict) -> Attached:
     target = settings["target"]
     if isinstance(target, int):
