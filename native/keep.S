@@ -7,9 +7,8 @@
  * lives in guest memory.
  */
 
-#define SYS_munmap     11
-#define SYS_exit_group 231
-#define SYS_seccomp    317
+#include "sys.h"
+
 #define SECCOMP_SET_MODE_FILTER 1
 
     .section .text.spt_keep, "ax", @progbits

@@ -8,10 +8,7 @@
 #ifndef SPT_SYS_H
 #define SPT_SYS_H
 
-#include <stdint.h>
-#include <stddef.h>
-
-#define SYS_read 0
+/* System call numbers: keep.S includes this part too. */
 #define SYS_write 1
 #define SYS_close 3
 #define SYS_fstat 5
@@ -32,6 +29,10 @@
 #define SYS_dup3 292
 #define SYS_seccomp 317
 #define SYS_close_range 436
+
+#ifndef __ASSEMBLER__
+#include <stdint.h>
+#include <stddef.h>
 
 static inline long sys3(long n, long a, long b, long c)
 {
@@ -79,8 +80,6 @@ static inline long sys_rt_sigprocmask(int how, const uint64_t *set)
 { return sys6(SYS_rt_sigprocmask, how, (long)set, 0, 8, 0, 0); }
 static inline long sys_prctl(int op, long a)
 { return sys6(SYS_prctl, op, a, 0, 0, 0, 0); }
-static inline long sys_prctl2(int op, long a)
-{ return sys6(SYS_prctl, op, a, 0, 0, 0, 0); }
 static inline long sys_capset(const void *header, const void *data)
 { return sys3(SYS_capset, (long)header, (long)data, 0); }
 static inline long sys_epoll_create1(int flags)
@@ -100,5 +99,6 @@ static inline __attribute__((noreturn)) void sys_exit_group(int status)
     for (;;)
         sys3(SYS_exit_group, status, 0, 0);
 }
+#endif /* __ASSEMBLER__ */
 
 #endif

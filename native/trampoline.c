@@ -208,16 +208,18 @@ static void reset_signals(uint32_t flags)
 }
 
 /*
- * The guest needs no capability, whoever started it: clear the ambient set
- * (which exec would otherwise hand on) and drop effective, permitted and
- * inheritable. Dropping is always allowed; it happens after guest memory is
- * mapped, in case a host's vm.mmap_min_addr made that need CAP_SYS_RAWIO.
+ * The guest needs no capability, whoever started it. A root launcher that
+ * could empty the bounding set arrives here with none; one without
+ * CAP_SETPCAP (a unit granting CAP_NET_ADMIN, say) may still hold ambient or
+ * permitted ones: clear the ambient set and drop effective, permitted and
+ * inheritable, which is always allowed. (Guest memory at 0x10000 needs
+ * vm.mmap_min_addr <= 0x10000; `spt doctor` says so where it is not.)
  */
 static void drop_capabilities(void)
 {
     struct { uint32_t version; int32_t pid; } header = { LINUX_CAPABILITY_VERSION_3, 0 };
     uint32_t none[6] = { 0 }; /* two struct __user_cap_data_struct, all zero */
-    sys_prctl2(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL);
+    sys_prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL);
     check(sys_capset(&header, none), "capset");
 }
 

@@ -4,7 +4,15 @@ import os
 
 
 def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it over."""
+    """Write `data` to a temporary file beside `path`, then rename it over.
+    A failure names `path`, the file asked for, not the temporary one."""
+    try:
+        _write_atomic(path, data, mode)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, path) from None
+
+
+def _write_atomic(path: str, data: bytes, mode: int) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)

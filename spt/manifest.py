@@ -177,7 +177,7 @@ def to_c_source(manifest: Manifest) -> str:
     (8-byte aligned), so descsz counts 4 bytes of padding plus the content.
     """
     content = manifest.pack()
-    descsz = content and len(content) + (24 - abi.NOTE_HEADER_SIZE)
+    descsz = len(content) + (24 - abi.NOTE_HEADER_SIZE)
     rows = ",\n".join(
         "    " + ", ".join("0x%02x" % b for b in content[i:i + 12])
         for i in range(0, len(content), 12)
@@ -210,20 +210,27 @@ const struct spt_mft1_note spt_mft1_note = {{
 """
 
 
-def write_c_source(json_path: str, out_path: str) -> None:
-    """Check a JSON manifest and write its note's C source, atomically."""
-    from spt.fileutil import write_atomic
-
+def read_json(json_path: str) -> Manifest:
+    """The manifest declared in the JSON file, checked; errors name the file."""
     try:
         with open(json_path, encoding="utf-8") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError("%s: %s" % (json_path, getattr(exc, "strerror", None) or exc)) from None
     try:
-        source = to_c_source(from_json(text))
+        return from_json(text)
     except ManifestError as exc:
         raise ManifestError("%s: %s" % (json_path, exc)) from None
-    write_atomic(out_path, source.encode())
+
+
+def write_c_source(json_path: str, out_path: str) -> None:
+    """Check a JSON manifest and write its note's C source, atomically."""
+    from spt.fileutil import write_atomic
+
+    try:
+        write_atomic(out_path, to_c_source(read_json(json_path)).encode())
+    except OSError as exc:
+        raise ManifestError("%s: %s" % (out_path, exc.strerror or exc)) from None
 
 
 if __name__ == "__main__":  # used by the guest kit's build before `spt` exists

@@ -27,20 +27,17 @@ guest starts leaves the namespace as it was found.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import socket
 import stat
 import string
-import struct
 from dataclasses import dataclass
 from typing import Callable
 
-from spt.devices.net import IFF_NO_PI, IFF_TAP, TUNSETIFF
+from spt.devices.net import IFF_UP, TUN_DEVICE, tunsetiff
 from spt.errors import SptError
 
 TAP_NAME = "spt0"
-TUN_DEVICE = "/dev/net/tun"
 TUN_DEVICE_NUMBER = (10, 200)
 # Interface kinds an engine hands to a container. Anything else (a
 # physical NIC has no kind at all; a bridge, bond or VLAN is a host's
@@ -54,12 +51,10 @@ INGRESS_QDISC = 0xFFFF0000
 INGRESS_HOOK = 0xFFFFFFF2
 SPT_PREF = 0x5350
 ETH_P_ALL = 0x0003
-IFF_UP = 0x1
 IFA_F_SECONDARY = 0x01
 RT_TABLE_MAIN = 254
 RTN_UNICAST = 1
 IN6_ADDR_GEN_MODE_NONE = 1
-_IFREQ = struct.Struct("16sH22x")
 
 DEFAULT_TEMPLATE = "--ipv4={ipv4}/{prefix} --ipv4-gateway={gateway}"
 PLACEHOLDERS = ("ipv4", "prefix", "gateway", "mac", "mtu", "iface")
@@ -293,15 +288,14 @@ def open_tap(ipr, name: str, mtu: int, undo: Undo) -> tuple[int, int]:
         raise SptError("an interface named %s already exists in this namespace "
                        "(another guest running here?)" % name)
     fd = open_tun_device(undo)
+    undo.add("close the fd of TAP %s" % name, lambda: os.close(fd))
     try:
-        fcntl.ioctl(fd, TUNSETIFF, _IFREQ.pack(name.encode(), IFF_TAP | IFF_NO_PI))
+        tunsetiff(fd, name)
     except OSError as exc:
-        os.close(fd)
         hint = " (the container needs CAP_NET_ADMIN)" if exc.errno == errno.EPERM else ""
         raise SptError("cannot create TAP %s: %s%s" % (name, exc.strerror, hint)) from None
-    found = ipr.link_lookup(ifname=name)
+    found = _netlink("cannot look up %s" % name, ipr.link_lookup, ifname=name)
     if not found:
-        os.close(fd)
         raise SptError("TAP %s vanished right after it was created" % name)
     index = found[0]
     undo.add("delete TAP %s" % name, lambda: _delete_own_link(ipr, index, name))

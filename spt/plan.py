@@ -10,7 +10,7 @@ import struct
 from collections import namedtuple
 
 from spt import abi
-from spt.image import PF_R, PF_W, PF_X, Segment
+from spt.image import PF_R, PF_W, PF_X
 
 PLAN_MAGIC = b"SPTPLAN1"
 PLAN_VERSION = 1

@@ -18,11 +18,8 @@ def _policy_dir() -> str:
     """`policies/` of the source tree, or the copy an installed package
     carries (setup.py puts it in spt/policies)."""
     here = os.path.dirname(os.path.abspath(__file__))
-    for candidate in (os.path.join(os.path.dirname(here), "policies"),
-                      os.path.join(here, "policies")):
-        if os.path.isdir(candidate):
-            return candidate
-    return os.path.join(here, "policies")
+    source_tree = os.path.join(os.path.dirname(here), "policies")
+    return source_tree if os.path.isdir(source_tree) else os.path.join(here, "policies")
 
 
 POLICY_DIR = os.environ.get("SPT_POLICY_DIR") or _policy_dir()
@@ -134,22 +131,26 @@ def _evaluate(expr: str, facts: dict, where: str) -> int:
                 raise PolicyError("%s: unknown placeholder {%s}" % (where, key))
             value = int(facts[key])
         else:
-            value = int(token, 0)
+            value = int(token, 16 if token.startswith("0x") else 10)  # "010" is ten
         total += sign * value
     if total < 0:
         raise PolicyError("%s: %r is negative" % (where, expr))
     return total
 
 
-def rules_for(attached) -> list[Rule]:
-    """All rules for a launch: each attached record's fragment, rendered."""
+def policy_texts(attached) -> dict[str, str]:
+    """The policy file of every kind among `attached`, read once each."""
     texts: dict[str, str] = {}
-    rules = []
     for dev in attached:
         if dev.policy not in texts:
             texts[dev.policy] = read_policy(dev.policy)
-        rules.extend(render(dev.policy, texts[dev.policy], dev.facts))
-    return rules
+    return texts
+
+
+def rules_for(attached, texts: dict[str, str] | None = None) -> list[Rule]:
+    """All rules for a launch: each attached record's fragment, rendered."""
+    texts = policy_texts(attached) if texts is None else texts
+    return [rule for dev in attached for rule in render(dev.policy, texts[dev.policy], dev.facts)]
 
 
 def bpf_for(attached) -> bytes:
@@ -158,17 +159,13 @@ def bpf_for(attached) -> bytes:
     so a hit is exactly what compiling would give (spt/cache.py)."""
     from spt import cache
 
-    texts: dict[str, str] = {}
-    key_parts = []
-    for dev in attached:
-        if dev.policy not in texts:
-            texts[dev.policy] = read_policy(dev.policy)
-        key_parts.append("%s\0%s\0%r" % (dev.policy, texts[dev.policy], sorted(dev.facts.items())))
-    key = "\0\0".join(key_parts)
+    texts = policy_texts(attached)
+    key = "\0\0".join("%s\0%s\0%r" % (dev.policy, texts[dev.policy], sorted(dev.facts.items()))
+                       for dev in attached)
     bpf = cache.load("bpf", key, (__file__,))
     if isinstance(bpf, bytes) and bpf and len(bpf) % 8 == 0:
         return bpf
-    bpf = compile_bpf(rules_for(attached))
+    bpf = compile_bpf(rules_for(attached, texts))
     cache.store("bpf", key, bpf, (__file__,))
     return bpf
 

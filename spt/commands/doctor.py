@@ -16,17 +16,18 @@ from dataclasses import asdict, dataclass
 
 import typer
 
+from spt import abi
 from spt.commands._common import one_line_errors, print_json
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 MIB = 1 << 20
-GUEST_MEM_START = 0x10000  # spt-abi §3: guest memory begins here
+GUEST_MEM_START = abi.GUEST_MEM_START  # spt-abi §3: guest memory begins here
 MIN_KERNEL = (5, 9)  # close_range(2), which the trampoline uses to close fds
 MIN_LIBSECCOMP = (2, 4, 0)  # SCMP_ACT_KILL_PROCESS, the filter's default action
 # fds a launch holds at once: stdio, the kernel image, the epoll and timer
 # placeholders, the plan memfd and libseccomp's export; plus one a device.
 LAUNCH_FDS = 8
-MAX_DEVICES = 63
+MAX_DEVICES = abi.MFT_MAX_ENTRIES - 1  # entry 0 is reserved
 CAP_NET_ADMIN = 12
 PR_GET_SECCOMP = 21
 
@@ -254,7 +255,9 @@ def core_policy_instructions() -> int | str:
     from spt import policy
     from spt.errors import SptError
 
-    facts = {"console_fd": 1, "epoll_fd": 4, "timer_fd": 5}
+    from spt.devices.core import CONSOLE_FD
+
+    facts = {"console_fd": CONSOLE_FD, "epoll_fd": 4, "timer_fd": 5}
     try:
         rules = policy.render("core", policy.read_policy("core"), facts)
         return len(policy.compile_bpf(rules)) // 8
@@ -348,7 +351,7 @@ def cap_eff(status_text: str | None) -> int | None:
 
 def address_space_check(trampoline: TrampolineFacts) -> Check:
     from spt import launcher
-    from spt.devices.core import OVERHEAD_BYTES, SCRATCH_BYTES
+    from spt.devices.core import OVERHEAD_BYTES, min_mem_mib
 
     ceilings = [launcher.TRAMPOLINE_BASE]
     why = "guest memory ends below the trampoline at %#x" % launcher.TRAMPOLINE_BASE
@@ -359,16 +362,10 @@ def address_space_check(trampoline: TrampolineFacts) -> Check:
     if soft != resource.RLIM_INFINITY and largest < min(ceilings) // MIB:
         why = "RLIMIT_AS %d MiB, less %d MiB the launch maps besides" % (
             soft // MIB, OVERHEAD_BYTES // MIB)
-    # A kit guest's image ends just above 1 MiB; with the scratch area that
-    # is 2 MiB, the least any guest can ask for.
-    needed = -(-(abi_guest_min_end() + SCRATCH_BYTES) // MIB)
+    # The smallest image ends one page above 1 MiB; with the scratch area
+    # that is 2 MiB, the least any guest can ask for.
+    needed = min_mem_mib(abi.GUEST_MIN_ADDR + abi.PAGE_SIZE)
     return check_address_space(interpreter_mapping(), largest, needed, why)
-
-
-def abi_guest_min_end() -> int:
-    from spt import abi
-
-    return abi.GUEST_MIN_ADDR + abi.PAGE_SIZE
 
 
 def run_checks() -> list[Check]:

@@ -25,14 +25,8 @@ def read_manifest(json_path: str):
     becomes parsed back by the launcher's parser."""
     from spt import manifest
 
+    declared = manifest.read_json(json_path)
     try:
-        with open(json_path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise manifest.ManifestError("%s: %s" % (
-            json_path, getattr(exc, "strerror", None) or exc)) from None
-    try:
-        declared = manifest.from_json(text)
         parsed = manifest.parse(declared.pack())
     except manifest.ManifestError as exc:
         raise manifest.ManifestError("%s: %s" % (json_path, exc)) from None
@@ -62,13 +56,9 @@ def gen(
 
     The guest kit's build runs this. OUT.c is written atomically, and not at
     all if the manifest is invalid."""
-    from spt.errors import SptError
     from spt.manifest import write_c_source
 
-    try:
-        write_c_source(manifest_json, out_c)
-    except OSError as exc:  # name the file asked for, not the temporary beside it
-        raise SptError("%s: %s" % (out_c, exc.strerror or exc)) from None
+    write_c_source(manifest_json, out_c)
 
 
 @manifest_app.command()

@@ -166,10 +166,7 @@ def write_bpf(target: str, program: bytes) -> None:
         return
     from spt.fileutil import write_atomic
 
-    try:
-        write_atomic(target, program)
-    except OSError as exc:  # name the file asked for, not the temporary beside it
-        raise SptError("%s: %s" % (target, exc.strerror or exc)) from None
+    write_atomic(target, program)  # an OSError names `target`: one_line_errors prints it
 
 
 def register(app: typer.Typer) -> None:

@@ -35,6 +35,7 @@ ETHTOOL_SGSO = 0x24
 ETHTOOL_GGRO = 0x2B
 ETHTOOL_SGRO = 0x2C
 IFNAMSIZ = 16
+TUN_DEVICE = "/dev/net/tun"
 _IFREQ = struct.Struct("16sH22x")  # name, flags (short), padded to 40 bytes
 _IFREQ_INT = struct.Struct("16si20x")  # name, int (mtu), padded to 40 bytes
 
@@ -231,16 +232,24 @@ def _offloads_off(ifname: str) -> None:
                         % (exc.strerror, hint)) from None
 
 
+def tunsetiff(fd: int, ifname: str) -> str:
+    """Attach an open /dev/net/tun to the TAP `ifname` (creating it if the
+    caller may) as a TAP without packet information; returns the name the
+    kernel gave it. Raises OSError."""
+    out = fcntl.ioctl(fd, TUNSETIFF, _IFREQ.pack(ifname.encode(), IFF_TAP | IFF_NO_PI))
+    return _IFREQ.unpack(out)[0].split(b"\0", 1)[0].decode()
+
+
 def _open_tap(ifname: str) -> int:
     flags = _flags(ifname)  # also: does it exist?
     if not flags & IFF_UP:
         raise _fail(ifname, "interface is down")
     try:
-        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(TUN_DEVICE, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise _fail(ifname, "/dev/net/tun: %s" % exc.strerror) from None
+        raise _fail(ifname, "%s: %s" % (TUN_DEVICE, exc.strerror)) from None
     try:
-        out = fcntl.ioctl(fd, TUNSETIFF, _IFREQ.pack(ifname.encode(), IFF_TAP | IFF_NO_PI))
+        got = tunsetiff(fd, ifname)
     except OSError as exc:
         os.close(fd)
         reason = exc.strerror or str(exc)
@@ -249,7 +258,6 @@ def _open_tap(ifname: str) -> int:
         elif exc.errno == 22:  # EINVAL: exists but is not a TAP (e.g. a TUN)
             reason = "not a TAP interface (%s)" % reason
         raise _fail(ifname, reason) from None
-    got = _IFREQ.unpack(out)[0].split(b"\0", 1)[0].decode()
     if got != ifname:
         os.close(fd)
         raise _fail(ifname, "the kernel attached %r instead" % got)
