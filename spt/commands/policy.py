@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,6 @@ from spt.errors import SptError
 
 LAUNCHER_TIMEOUT = 60  # seconds; a dump takes well under one
 BPF_INSTRUCTION_SIZE = 8  # struct sock_filter
-_NET_FD_OPTION = re.compile(r"--net:[A-Za-z0-9]+=@(\d+)$")
 
 
 class LauncherRefused(Exception):
@@ -47,19 +45,24 @@ def launcher_command() -> list[str]:
 
 
 def inherited_fds(launch_args: list[str]) -> tuple[int, ...]:
-    """Open fds named by `--net:NAME=@FD`: the launcher must find them at the
-    same numbers, as it would in the real launch (an fd that is not open is
-    left for the launcher to refuse)."""
-    fds = []
-    for arg in launch_args:
-        match = _NET_FD_OPTION.match(arg)
-        if match and int(match[1]) > 2:
-            try:
-                os.fstat(int(match[1]))
-            except (OSError, OverflowError):
-                continue
-            fds.append(int(match[1]))
-    return tuple(sorted(set(fds)))
+    """Open fds the launch options name (`--net:NAME=@FD`), found by the
+    launcher's own parser: solo5-spt must find them at the same numbers, as
+    in the real launch. Arguments it refuses, and fds that are not open, are
+    left for solo5-spt to refuse in its own words."""
+    from spt import launcher
+
+    try:
+        fds = launcher.inherited_fds(launcher.parse_argv(list(launch_args)))
+    except (SptError, launcher.Usage, launcher.Version):
+        return ()
+    open_fds = []
+    for fd in sorted(fd for fd in fds if fd > 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            continue
+        open_fds.append(fd)
+    return tuple(open_fds)
 
 
 def dump_plan(launch_args: list[str]) -> tuple[dict, list[str]]:
