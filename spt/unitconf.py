@@ -24,77 +24,82 @@ and `validate` refuses what the launcher would refuse, before anything starts.
 from __future__ import annotations
 
 import os
-import re
-import shlex
-from dataclasses import dataclass
+from collections import namedtuple
 
+from spt.devices import HOST_FILE, HOST_INTERFACE
 from spt.errors import SptError
 
 CONFIG_DIR = "/etc/spt"
 # An instance name: the `%i` of spt@NAME.service, the file NAME.conf and the
-# process name spt:NAME; no systemd escaping needed, no path tricks.
-INSTANCE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-# A user name as User= takes it (or a numeric uid).
-USER_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}|[0-9]{1,10}")
+# process name spt:NAME; no systemd escaping needed, no path tricks: 1 to 64
+# of these, the first a letter or digit.
+_DIGITS = "0123456789"
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+INSTANCE_CHARS = frozenset(_LETTERS + _DIGITS + "_.-")
+INSTANCE_FIRST = frozenset(_LETTERS + _DIGITS)
+INSTANCE_MAX = 64
+# A user name as User= takes it: 1 to 32 of USER_CHARS, the first a letter or
+# `_`; or a numeric uid of 1 to 10 digits.
+USER_CHARS = INSTANCE_CHARS
+USER_FIRST = frozenset(_LETTERS + "_")
+USER_MAX = 32
+UID_CHARS = frozenset(_DIGITS)
+UID_MAX_DIGITS = 10
 PLAIN_KEYS = ("kernel", "mem", "args", "user")
 MAX_CONFIG_BYTES = 64 * 1024
+# shlex's whitespace (posix mode), mapped to a space
+_SHLEX_BLANKS = str.maketrans("\t\r\n", "   ")
 # Exit status of `spt unit exec` for a configuration it refuses (EX_CONFIG):
 # the unit does not restart for it, since a restart cannot mend the file.
 EX_CONFIG = 78
 
-# What a device option's value is to the sandbox: a file the guest reads and
-# writes (its unit may write it, nothing else), or a TAP interface (its unit
-# needs /dev/net/tun and the host's network). The launcher's modules know
-# nothing of systemd; this is the one place that does.
-STORAGE_OPTIONS = ("block",)
-TAP_OPTIONS = ("net",)
+# What a device option's value is to the sandbox, as its module declares it
+# (Option.host), so no device kind is named here: a HOST_FILE is a file the
+# guest reads and writes (given absolute; its unit may write it, nothing
+# else), a HOST_INTERFACE a TAP (its unit needs /dev/net/tun and the host's
+# network). The launcher's modules know nothing of systemd; this is the one
+# place that does.
 
 
 class ConfigError(SptError):
     """The configuration file is wrong; the message names file and line."""
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(namedtuple("Setting", "key value where")):
     """One `key = value`, and where it was given ("web.conf:3", "--mem")."""
 
-    key: str
-    value: str
-    where: str
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class DeviceSetting:
-    flag: str  # the solo5-spt option: "block", "net-mac", ...
-    name: str  # the device's name in the manifest
-    value: str
-    where: str
+class DeviceSetting(namedtuple("DeviceSetting", "flag name value where")):
+    """One device option: `flag` the solo5-spt option ("block", "net-mac",
+    ...), `name` the device's name in the manifest."""
 
-    @property
-    def option(self) -> str:
-        return "--%s:%s=%s" % (self.flag, self.name, self.value)
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class UnitConfig:
-    name: str
-    kernel: str
-    mem_mib: int
-    devices: tuple[DeviceSetting, ...] = ()
-    args: tuple[str, ...] = ()
-    user: str = ""
+class UnitConfig(namedtuple("UnitConfig", "name kernel mem_mib devices args user",
+                            defaults=((), (), ""))):
+    """A parsed configuration: `devices` DeviceSettings in the order given,
+    `args` the guest's arguments, `user` "" for root."""
 
-    def values(self, flags: tuple[str, ...]) -> list[str]:
-        """The values of the device options named by `flags`, in order."""
-        return [d.value for d in self.devices if d.flag in flags]
+    __slots__ = ()
+
+    def values(self, host: str) -> list[str]:
+        """The values of the device options that name a `host` resource
+        (HOST_FILE, HOST_INTERFACE), in order."""
+        from spt.devices import options
+
+        flags = options()
+        return [d.value for d in self.devices if flags[d.flag][1].host == host]
 
     @property
     def storage(self) -> list[str]:
-        return self.values(STORAGE_OPTIONS)
+        return self.values(HOST_FILE)
 
     @property
     def taps(self) -> list[str]:
-        return self.values(TAP_OPTIONS)
+        return self.values(HOST_INTERFACE)
 
 
 def config_path(name: str, root: str = "/") -> str:
@@ -109,17 +114,11 @@ def check_root(root: str) -> str:
 
 
 def check_instance(name: str) -> str:
-    if not INSTANCE_PATTERN.fullmatch(name):
+    if not (0 < len(name) <= INSTANCE_MAX and name[0] in INSTANCE_FIRST
+            and INSTANCE_CHARS.issuperset(name)):
         raise ConfigError("instance name %r: use 1 to 64 of [A-Za-z0-9_.-], starting with a "
                           "letter or digit" % name)
     return name
-
-
-def device_options() -> dict:
-    """FLAG -> (module, Option) for every device option solo5-spt takes."""
-    from spt.devices import modules
-
-    return {opt.flag: (module, opt) for module in modules() for opt in module.OPTIONS}
 
 
 def parse(text: str, path: str, name: str) -> UnitConfig:
@@ -156,8 +155,11 @@ def read(name: str, root: str = "/") -> UnitConfig:
 
 def from_settings(name: str, settings: list[Setting], label: str) -> UnitConfig:
     """A UnitConfig from `key = value` settings, each checked where it stands."""
+    from spt import abi
+    from spt.devices import options
+
     check_instance(name)
-    flags = device_options()
+    flags = options()
     seen: dict[str, str] = {}
     plain: dict[str, Setting] = {}
     devices = []
@@ -179,7 +181,7 @@ def from_settings(name: str, settings: list[Setting], label: str) -> UnitConfig:
     return UnitConfig(
         name=name,
         kernel=kernel.value,
-        mem_mib=_mem(plain["mem"]) if "mem" in plain else _default_mem(),
+        mem_mib=_mem(plain["mem"]) if "mem" in plain else abi.DEFAULT_MEM_MIB,
         devices=tuple(devices),
         args=_args(plain["args"]) if "args" in plain else (),
         user=_user(plain["user"]) if "user" in plain else "",
@@ -195,15 +197,15 @@ def _device(s: Setting, flags: dict) -> DeviceSetting:
         raise ConfigError("%s: unknown key %r (known: %s)" % (s.where, s.key, known))
     if not valid_name(dev):
         raise ConfigError("%s: device name %r: use 1 to 67 of [A-Za-z0-9]" % (s.where, dev))
-    _module, opt = flags[flag]
+    module, opt = flags[flag]
     try:
         parsed = opt.parse(dev, s.value)
     except SptError as exc:
         raise ConfigError("%s: %s" % (s.where, exc)) from None
-    if isinstance(parsed, int) and flag in TAP_OPTIONS:
+    if module.inherited_fds({opt.key: parsed}):
         raise ConfigError("%s: %s = %s: a unit has no caller to pass a TAP fd; name the "
                           "interface" % (s.where, s.key, s.value))
-    if flag in STORAGE_OPTIONS:
+    if opt.host == HOST_FILE:
         _absolute(s)
     return DeviceSetting(flag, dev, s.value, s.where)
 
@@ -235,13 +237,14 @@ def _mem(s: Setting) -> int:
                           % (s.where, s.value, exc)) from None
 
 
-def _default_mem() -> int:
-    from spt import abi
-
-    return abi.DEFAULT_MEM_MIB
-
-
 def _args(s: Setting) -> tuple[str, ...]:
+    """`args`, split as a POSIX shell splits words. Without quotes or
+    backslashes that is splitting at shlex's whitespace, done here so that a
+    unit's start does not import shlex (and re, ~5 ms)."""
+    if not any(c in s.value for c in "'\"\\"):
+        return tuple(w for w in s.value.translate(_SHLEX_BLANKS).split(" ") if w)
+    import shlex
+
     try:
         return tuple(shlex.split(s.value, comments=False))
     except ValueError as exc:
@@ -249,13 +252,17 @@ def _args(s: Setting) -> tuple[str, ...]:
 
 
 def _user(s: Setting) -> str:
-    if not USER_PATTERN.fullmatch(s.value):
+    name = s.value
+    if not (0 < len(name) <= USER_MAX and name[0] in USER_FIRST and USER_CHARS.issuperset(name)
+            or 0 < len(name) <= UID_MAX_DIGITS and UID_CHARS.issuperset(name)):
         raise ConfigError("%s: user = %r is not a user name" % (s.where, s.value))
     return s.value
 
 
 def render(config: UnitConfig) -> str:
     """The configuration as the file `spt unit install` writes."""
+    import shlex
+
     lines = [
         "# The unikernel spt@%s.service runs (written by `spt unit install`)." % config.name,
         "# `spt unit check %s` validates it; the unit reads it at every start." % config.name,
@@ -272,14 +279,17 @@ def render(config: UnitConfig) -> str:
 
 def to_argv(config: UnitConfig, root: str = "/") -> list[str]:
     """The solo5-spt command line of the configuration (paths under `root`)."""
+    from spt.devices import options
+
     def at_root(value: str) -> str:
         return os.path.join(root, value.lstrip("/")) if root != "/" else value
 
-    options = ["--mem=%d" % config.mem_mib]
+    flags = options()
+    argv = ["--mem=%d" % config.mem_mib]
     for d in config.devices:
-        value = at_root(d.value) if d.flag in STORAGE_OPTIONS else d.value
-        options.append("--%s:%s=%s" % (d.flag, d.name, value))
-    return options + ["--", at_root(config.kernel), *config.args]
+        value = at_root(d.value) if flags[d.flag][1].host == HOST_FILE else d.value
+        argv.append("--%s:%s=%s" % (d.flag, d.name, value))
+    return argv + ["--", at_root(config.kernel), *config.args]
 
 
 def validate(config: UnitConfig, root: str = "/") -> None:
@@ -287,22 +297,16 @@ def validate(config: UnitConfig, root: str = "/") -> None:
     ABI, memory that does not fit, devices the manifest does not declare (or
     declares and the file leaves out), block files that are missing or of a
     bad size, a command line too long, a user that does not exist. The checks
-    are the launcher's own functions; TAPs are not opened (they may be made
-    after the configuration, and a running guest holds its own)."""
-    from spt import abi, image as image_mod, launcher
-    from spt.devices import block, core
+    are the launcher's own (`check_launch`) and each device module's `check`,
+    which attaches nothing: block files are opened read-only without the lock
+    (a running guest holds it), TAPs are not opened (they may be made after
+    the configuration, and a running guest holds its own)."""
+    from spt import image, launcher
 
     opts = launcher.parse_argv(to_argv(config, root))
-    kernel = image_mod.load(opts.kernel)
-    mem_size = opts.mem_mib << 20
-    image_mod.check_fits(kernel, mem_size)
-    core.check_mem_limits(mem_size, kernel.kernel_end, launcher.TRAMPOLINE_BASE)
-    launcher.guest_cmdline(opts.args)
-    launcher.check_devices(opts, kernel.manifest)
+    launcher.check_launch(opts, image.load(opts.kernel))
     for (module, _name), settings in opts.devices.items():
-        if module is block:
-            _check_storage(settings["path"],
-                           settings.get("sector_size", abi.BLOCK_DEFAULT_SECTOR))
+        module.check(settings)
     if config.user and not config.user.isdigit() and not _user_exists(config.user, root):
         raise ConfigError("user %r does not exist" % config.user)
 
@@ -324,18 +328,3 @@ def _user_exists(user: str, root: str) -> bool:
             return any(line.split(":", 1)[0] == user for line in f)
     except FileNotFoundError:
         return True
-
-
-def _check_storage(path: str, sector: int) -> None:
-    """The block module's size rules, on a read-only open that takes no lock
-    (the instance may be running and hold it)."""
-    from spt.devices import block
-
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise SptError("%s: %s" % (path, exc.strerror)) from None
-    try:
-        block.check_storage(fd, path, sector)
-    finally:
-        os.close(fd)

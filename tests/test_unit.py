@@ -135,6 +135,36 @@ def test_a_bad_line_is_refused_with_its_file_and_line(text, line, fragment):
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("value", [
+    "", "   ", "one", "one two", "  one\ttwo  ", "--ipv4=10.0.0.2/24 --gw=10.0.0.1",
+    "a\u00a0b c", "x=1,y=2 ;&|<>()$`*?#", "'two words' three", 'say "hi there"',
+    "back\\slash", "it\\'s", "#notacomment x",
+])
+def test_args_split_as_shlex_splits(value):
+    """Plain words skip shlex (a unit's start would import it and re); the
+    split must be shlex's all the same."""
+    import shlex
+
+    config = unitconf.parse("kernel = /k.spt\nargs = %s\n" % value, "/etc/spt/x.conf", "x")
+    assert config.args == tuple(shlex.split(value.strip(), comments=False))
+
+
+def test_reading_a_unit_config_imports_no_parser_machinery():
+    """The unit's start: neither dataclasses (inspect), typing, re nor shlex
+    for a configuration whose arguments need no quoting."""
+    probe = ("import sys\n"
+             "from spt import unit_exec, unitconf\n"
+             "c = unitconf.parse('kernel = /k.spt\\nblock.storage = /srv/d.img\\n'\n"
+             "                   'net.service0 = tap0\\nargs = --ipv4=10.0.0.2/24 3600\\n',\n"
+             "                   '/etc/spt/x.conf', 'x')\n"
+             "unitconf.to_argv(c)\n"
+             "print(sorted(m for m in ('dataclasses', 'inspect', 'typing', 're', 'shlex')\n"
+             "             if m in sys.modules))\n")
+    proc = run([sys.executable, "-I", "-c", probe])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
 def test_a_file_without_a_kernel_is_refused():
     with pytest.raises(SptError, match=r"^/etc/spt/x.conf: no `kernel = PATH`"):
         unitconf.parse("mem = 64\n", "/etc/spt/x.conf", "x")

@@ -64,7 +64,8 @@ def unit_files(name: str, root: str = "/") -> UnitFiles:
 def exec_start() -> str:
     """ExecStart= of the template: this installation's interpreter (its
     virtual environment's, not resolved: that is what finds spt) running
-    spt.unit_exec, which imports no more than solo5-spt does. -I: no
+    spt.unit_exec, which imports the launcher and the configuration parser,
+    not this tool. -I: no
     PYTHON* variables, no user site, and not the working directory on the
     module path."""
     python = os.path.abspath(sys.executable)

@@ -19,10 +19,14 @@ from collections import namedtuple
 
 
 
-class Option(namedtuple("Option", "flag key parse metavar help required", defaults=(False,))):
+class Option(namedtuple("Option", "flag key parse metavar help required host",
+                        defaults=(False, None))):
     """A device option `--FLAG:NAME=VALUE`: `parse(NAME, VALUE)` turns VALUE
     into the setting `key` (raising SptError with the operator's message);
-    `required` marks the option that attaches the device."""
+    `required` marks the option that attaches the device; `host` says what
+    of the host VALUE names, for whoever sandboxes a launch: HOST_FILE (the
+    guest reads and writes it) or HOST_INTERFACE (a TAP, through
+    /dev/net/tun), or None."""
 
     __slots__ = ()
 
@@ -34,6 +38,10 @@ class Attached(namedtuple("Attached", "entry fds facts policy watch", defaults=(
     `watch` the (fd, epoll data) pairs for yield."""
 
     __slots__ = ()
+
+
+HOST_FILE = "file"
+HOST_INTERFACE = "interface"
 
 
 def options() -> dict:

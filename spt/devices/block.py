@@ -14,7 +14,7 @@ import os
 import stat
 import struct
 from spt import abi
-from spt.devices import Attached, Option
+from spt.devices import HOST_FILE, Attached, Option
 from spt.errors import SptError
 from spt.manifest import Entry
 
@@ -39,7 +39,8 @@ def _parse_sector_size(name: str, value: str) -> int:
 
 OPTIONS = (
     Option("block", "path", _parse_path, "PATH",
-           "attach block device NAME to the file or block device at PATH", required=True),
+           "attach block device NAME to the file or block device at PATH", required=True,
+           host=HOST_FILE),
     Option("block-sector-size", "sector_size", _parse_sector_size, "N",
            "sector size of block device NAME in bytes (a power of two >= 512; default 512)"),
 )

@@ -13,7 +13,7 @@ import stat
 import struct
 
 from spt import abi
-from spt.devices import Attached, Option
+from spt.devices import HOST_INTERFACE, Attached, Option
 from spt.errors import SptError
 from spt.manifest import Entry
 
@@ -70,7 +70,7 @@ def _parse_mac(name: str, value: str) -> bytes:
 OPTIONS = (
     Option("net", "target", _parse_target, "IFACE|@FD",
            "attach net device NAME to the TAP interface IFACE, or to the TAP fd FD "
-           "the caller opened", required=True),
+           "the caller opened", required=True, host=HOST_INTERFACE),
     Option("net-mac", "mac", _parse_mac, "HWADDR",
            "MAC address of net device NAME (default: random, locally administered)"),
 )
