@@ -50,15 +50,20 @@ def inherited_fds(settings: dict) -> set[int]:
     return set()
 
 
+def _open_storage(settings: dict, mode: int) -> tuple[int, str, int]:
+    """(fd, path, sector size) of the configured storage, opened with `mode`."""
+    path = settings["path"]
+    try:
+        fd = os.open(path, mode | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise SptError("%s: %s" % (path, exc.strerror)) from None
+    return fd, path, settings.get("sector_size", abi.BLOCK_DEFAULT_SECTOR)
+
+
 def check(settings: dict) -> None:
     """The backing storage exists and has a valid size, checked on a
     read-only open without the lock (the guest may be running)."""
-    path = settings["path"]
-    sector = settings.get("sector_size", abi.BLOCK_DEFAULT_SECTOR)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise SptError("%s: %s" % (path, exc.strerror)) from None
+    fd, path, sector = _open_storage(settings, os.O_RDONLY)
     try:
         check_storage(fd, path, sector)
     finally:
@@ -66,12 +71,7 @@ def check(settings: dict) -> None:
 
 
 def attach(entry: Entry, settings: dict) -> Attached:
-    path = settings["path"]
-    sector = settings.get("sector_size", abi.BLOCK_DEFAULT_SECTOR)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise SptError("%s: %s" % (path, exc.strerror)) from None
+    fd, path, sector = _open_storage(settings, os.O_RDWR)
     try:
         capacity = check_storage(fd, path, sector)
         _lock(fd, path)
