@@ -22,7 +22,10 @@ def _policy_dir() -> str:
     return source_tree if os.path.isdir(source_tree) else os.path.join(here, "policies")
 
 
-POLICY_DIR = os.environ.get("SPT_POLICY_DIR") or _policy_dir()
+# Only where the package is installed: no environment variable chooses the
+# allow-list of a launch (a root launch would install whatever it names).
+# Tests that need other policy text pass `directory` or text explicitly.
+POLICY_DIR = _policy_dir()
 
 # Argument names as the kernel's prototypes spell them; a policy names an
 # argument, the renderer turns it into its index.
@@ -71,8 +74,8 @@ class Rule(namedtuple("Rule", "syscall conditions reason source")):
         return "%-16s %s" % (self.syscall, when)
 
 
-def read_policy(name: str) -> str:
-    path = os.path.join(POLICY_DIR, name + ".policy")
+def read_policy(name: str, directory: str = POLICY_DIR) -> str:
+    path = os.path.join(directory, name + ".policy")
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()

@@ -3,6 +3,7 @@ is now closed (docs/security.md, "Security review (issue 13)")."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -49,3 +50,29 @@ def test_the_command_line_limit_counts_bytes_not_characters(guest):
     assert fits.returncode == 0, fits.stderr
     too_long = run([SOLO5_SPT, "--mem=8", guest("hello"), os.fsdecode(b"\xff" * 8192)])
     assert_refused(too_long, "Guest command line too long (max=8191")
+
+
+# --- 4. the environment does not choose the allow-list --------------------------------
+
+def _dump(tmp_path, args, **env):
+    out = tmp_path / "plan.json"
+    proc = run([SOLO5_SPT, *args], env=dict(os.environ, SPT_CACHE="0", SPT_PLAN_DUMP=str(out),
+                                            **env))
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(out.read_text())
+
+
+def test_spt_policy_dir_in_the_environment_changes_nothing_a_launch_installs(tmp_path, guest):
+    from spt import policy
+
+    planted = tmp_path / "policies"
+    planted.mkdir()
+    for name in ("core", "block", "net"):
+        text = policy.read_policy(name)
+        (planted / (name + ".policy")).write_text(text + "getpid  # planted\n")
+    clean = _dump(tmp_path, ["--mem=8", guest("hello")])
+    tried = _dump(tmp_path, ["--mem=8", guest("hello")], SPT_POLICY_DIR=str(planted))
+    assert "getpid" not in {r["syscall"] for r in tried["rules"]}
+    assert tried["bpf"] == clean["bpf"]
+    # a test that wants other policy text names its directory in-process
+    assert "getpid" in policy.read_policy("core", str(planted))
