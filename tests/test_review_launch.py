@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
-from conftest import SOLO5_SPT, assert_refused, run
+import pytest
+
+import elfcraft as ec
+from conftest import SOLO5_SPT, SPT, assert_refused, guest_path, run
 
 
 # --- 12. the trampoline's words for EEXIST ---------------------------------------
@@ -76,3 +81,59 @@ def test_spt_policy_dir_in_the_environment_changes_nothing_a_launch_installs(tmp
     assert tried["bpf"] == clean["bpf"]
     # a test that wants other policy text names its directory in-process
     assert "getpid" in policy.read_policy("core", str(planted))
+
+
+# --- 7. spt inspect on hostile names -----------------------------------------------
+
+ESCAPE = "\x1b]0;owned\x07\x1b[2J"  # set the terminal's title, clear the screen
+
+
+def _inspect(path, cwd=None):
+    proc = run([SPT, "inspect", "--", str(path)], cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def _crafted(tmp_path, devices, name="crafted.spt"):
+    data = ec.with_manifest(Path(guest_path("block")).read_bytes(), ec.build_manifest(devices))
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_inspect_shows_a_hostile_device_name_escaped_and_suggests_no_launch(tmp_path):
+    for name in (ESCAPE, "$(touch owned)"):
+        out = _inspect(_crafted(tmp_path, [(name.encode(), ec.MFT_DEV_BLOCK_BASIC)]),
+                       cwd=tmp_path)
+        assert "\x1b" not in out and "\x07" not in out
+        launch = [line for line in out.splitlines() if line.startswith("launch")]
+        assert launch and "none: device 1's name" in launch[0], out
+        assert "solo5-spt --mem" not in launch[0]
+    assert "\\x1b]0;owned\\x07" in _inspect(_crafted(tmp_path, [(ESCAPE.encode(), 1)]))
+
+
+def _pasted(line, cwd):
+    """Run a suggested launch line the way an operator pastes it."""
+    assert line.startswith("launch      ")
+    env = dict(os.environ, PATH=str(Path(SOLO5_SPT).parent) + ":" + os.environ["PATH"])
+    return run(["bash", "-c", line[len("launch      "):]], cwd=cwd, env=env)
+
+
+@pytest.mark.parametrize("kernel", ["-k.spt", "k$(touch owned).spt", "k;touch owned.spt",
+                                    "k\x1b[2Jx.spt", "k'q.spt"])
+def test_inspects_launch_line_is_safe_to_paste_and_launches_the_kernel(tmp_path, guest, kernel):
+    path = tmp_path / kernel
+    shutil.copy(guest("hello"), path)
+    out = _inspect(kernel, cwd=tmp_path)
+    assert "\x1b" not in out
+    launch = out.splitlines()[-1]
+    assert " -- " in launch
+    proc = _pasted(launch, tmp_path)
+    assert proc.returncode == 0, (launch, proc.stderr)
+    assert "hello from an spt guest-kit unikernel" in proc.stdout
+    assert not (tmp_path / "owned").exists() and not (tmp_path / "owned.spt").exists()
+
+
+def test_inspects_attach_placeholders_are_quoted(guest):
+    out = _inspect(guest("syscall_dev"))
+    assert "'--net:service0=IFACE|@FD'" in out.splitlines()[-1]
