@@ -137,3 +137,80 @@ def test_inspects_launch_line_is_safe_to_paste_and_launches_the_kernel(tmp_path,
 def test_inspects_attach_placeholders_are_quoted(guest):
     out = _inspect(guest("syscall_dev"))
     assert "'--net:service0=IFACE|@FD'" in out.splitlines()[-1]
+
+
+# --- 6. block paths: pseudo filesystems and devices in use ---------------------------
+
+SYSFS_TUNABLE = "/sys/kernel/mm/transparent_hugepage/khugepaged/pages_to_scan"
+
+
+def _dump_block(tmp_path, path):
+    # SPT_PLAN_DUMP: attach for real, but no guest ever writes the target
+    out = tmp_path / "plan.json"
+    return run([SOLO5_SPT, "--block:storage=" + str(path), guest_path("block")],
+               env=dict(os.environ, SPT_PLAN_DUMP=str(out)))
+
+
+def test_a_symlink_to_a_sysfs_attribute_is_refused_as_storage(tmp_path):
+    assert os.stat(SYSFS_TUNABLE).st_size == 4096  # would pass as one 4096-byte sector
+    link = tmp_path / "disk.img"
+    link.symlink_to(SYSFS_TUNABLE)
+    before = Path(SYSFS_TUNABLE).read_text()
+    assert_refused(_dump_block(tmp_path, link), str(link), "sysfs", "not storage")
+    assert Path(SYSFS_TUNABLE).read_text() == before
+
+
+@pytest.mark.parametrize("path, fstype", [("/proc/self/status", "proc"),
+                                          (SYSFS_TUNABLE, "sysfs")])
+def test_the_filesystem_type_is_read_from_the_open_fd(path, fstype):
+    from spt.devices import block
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert block.filesystem_type(fd) == fstype
+    finally:
+        os.close(fd)
+
+
+def test_a_symlink_to_a_regular_file_is_followed(tmp_path, block_file):
+    link = tmp_path / "by-name"
+    link.symlink_to(block_file(8192))
+    assert _dump_block(tmp_path, link).returncode == 0
+
+
+@pytest.fixture
+def loop_device(tmp_path):
+    backing = tmp_path / "loop.img"
+    with open(backing, "wb") as f:
+        f.truncate(1 << 20)
+    proc = run(["losetup", "--find", "--show", str(backing)])
+    if proc.returncode != 0:
+        pytest.fail("cannot make a loop device: %s" % proc.stderr.strip())
+    device = proc.stdout.strip()
+    try:
+        yield device
+    finally:
+        subprocess.run(["losetup", "--detach", device], check=False)
+
+
+def test_a_block_device_held_exclusively_is_refused_and_a_free_one_attaches(tmp_path,
+                                                                         loop_device):
+    assert _dump_block(tmp_path, loop_device).returncode == 0  # free: attaches
+    holder = os.open(loop_device, os.O_RDONLY | os.O_EXCL)  # what a mount or mdadm does
+    try:
+        assert_refused(_dump_block(tmp_path, loop_device), loop_device, "in use")
+    finally:
+        os.close(holder)
+    assert _dump_block(tmp_path, loop_device).returncode == 0
+
+
+def test_a_block_device_with_a_mounted_filesystem_is_refused(tmp_path, loop_device):
+    assert run(["mkfs.ext4", "-q", "-F", loop_device]).returncode == 0
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    # mounted in a mount namespace of its own: the host's mount table is untouched
+    script = 'mount "$1" "$2" && exec "$3" --block:storage="$1" "$4"'
+    proc = run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+                loop_device, str(mnt), SOLO5_SPT, guest_path("block")],
+               env=dict(os.environ, SPT_PLAN_DUMP=str(tmp_path / "plan.json")))
+    assert_refused(proc, loop_device, "Backing storage is in use (a mounted filesystem")
