@@ -1,0 +1,217 @@
+"""Security review (issue 13) item 5 and issue 12's cache bullet: the launch
+cache is trusted for nothing it cannot check. A filter entry rewritten by a
+process of the same uid (valid header, valid checksum) is not installed; a
+kernel changed through a shared mapping (no mtime or ctime change) is
+checked again; the cache stays bounded; `spt doctor` says where it is."""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import SOLO5_SPT, SPT, assert_refused, run
+from spt import bpfcheck, cache, policy
+from spt.devices import Attached
+
+X86_64_GETPID = 39
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    path = tmp_path / "cache"
+    monkeypatch.setenv("SPT_CACHE_DIR", str(path))
+    monkeypatch.delenv("SPT_CACHE", raising=False)
+    monkeypatch.delenv("CACHE_DIRECTORY", raising=False)
+    return path
+
+
+def launch(*args, **env):
+    return run([SOLO5_SPT, *map(str, args)], env=dict(os.environ, **env))
+
+
+def dump(tmp_path, *args):
+    out = tmp_path / "plan.json"
+    proc = launch(*args, SPT_PLAN_DUMP=str(out))
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(out.read_text()), proc
+
+
+def entries(cache_dir, kind):
+    return sorted(p for p in cache_dir.iterdir() if p.name.startswith(kind + "-"))
+
+
+def core_attached(doc):
+    """The core device of a launch as bpf_for saw it (a guest without devices)."""
+    plan = doc["plan"]
+    return [Attached(entry=None, fds=(), policy="core", facts={
+        "console_fd": 1, "epoll_fd": plan["epoll_fd"], "timer_fd": plan["timer_fd"]})]
+
+
+def poison(cache_dir, attached, extra_rule="getpid  # planted"):
+    """Rewrite the launch's cached filter the way any process of this uid
+    can: spt's own writer, a valid header and checksum, the current
+    toolchain stamps; the program allows `extra_rule` too."""
+    texts = policy.policy_texts(attached)
+    rules = policy.rules_for(attached, texts) + policy.render("planted", extra_rule, {})
+    before = entries(cache_dir, "bpf")
+    cache.store("bpf", policy.cache_key(attached, texts),
+                (policy.compile_bpf(rules), policy.toolchain(), policy.libseccomp_version()),
+                (policy.__file__, bpfcheck.__file__))
+    assert entries(cache_dir, "bpf") == before  # the very entry the launch reads
+    return policy.compile_bpf(policy.rules_for(attached, texts))
+
+
+def test_a_rewritten_filter_entry_is_not_installed(tmp_path, cache_dir, guest):
+    kernel = guest("syscall")
+    doc, _ = dump(tmp_path, "--mem=8", kernel, X86_64_GETPID)
+    clean = poison(cache_dir, core_attached(doc))
+    assert bytes.fromhex(doc["bpf"]) == clean
+    # the launch itself: getpid is killed, as the policy says
+    proc = launch("--mem=8", kernel, X86_64_GETPID)
+    assert proc.returncode != 0 and "syscall: ret=" not in proc.stdout, proc.stdout
+    assert "cached filter allows more than its policy; not installed" in proc.stderr
+    # what the plan carries is the policy's filter, and the entry is mended
+    poison(cache_dir, core_attached(doc))
+    doc2, _ = dump(tmp_path, "--mem=8", kernel, X86_64_GETPID)
+    assert bytes.fromhex(doc2["bpf"]) == clean
+    hit, _ = dump(tmp_path, "--mem=8", kernel, X86_64_GETPID)
+    assert bytes.fromhex(hit["bpf"]) == clean
+
+
+def test_spt_policy_shows_the_filter_the_next_launch_installs(tmp_path, cache_dir, guest):
+    kernel = guest("hello")
+    doc, _ = dump(tmp_path, "--mem=8", kernel)
+    poison(cache_dir, core_attached(doc))
+    proc = run([SPT, "policy", "--json", "--mem=8", kernel])
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout)
+    assert "getpid" not in shown["syscalls"]
+    assert shown["bpf"] == doc["bpf"]
+
+
+def test_spt_policy_refuses_to_show_rules_its_filter_does_not_enforce(tmp_path, cache_dir, guest):
+    # A forged entry that allows *less* passes the launch's proof (a guest
+    # could only die of it); spt policy compares the bytes and says so.
+    kernel = guest("hello")
+    doc, _ = dump(tmp_path, "--mem=8", kernel)
+    attached = core_attached(doc)
+    texts = policy.policy_texts(attached)
+    fewer = [r for r in policy.rules_for(attached, texts) if r.syscall != "clock_gettime"]
+    cache.store("bpf", policy.cache_key(attached, texts),
+                (policy.compile_bpf(fewer), policy.toolchain(), policy.libseccomp_version()),
+                (policy.__file__, bpfcheck.__file__))
+    proc = run([SPT, "policy", "--mem=8", kernel])
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("spt: ") and "not the one its rules compile to" in proc.stderr
+
+
+def test_an_entry_from_another_libseccomp_is_a_miss(tmp_path, cache_dir, guest):
+    kernel = guest("hello")
+    doc, _ = dump(tmp_path, "--mem=8", kernel)
+    attached = core_attached(doc)
+    texts = policy.policy_texts(attached)
+    stamps = tuple(s[:-1] + (s[-1] + 1,) if "libseccomp" in s[0] else s
+                   for s in policy.toolchain())  # the .so changed since
+    assert stamps != policy.toolchain()
+    cache.store("bpf", policy.cache_key(attached, texts),
+                (b"\x06\0\0\0\0\0\xff\x7f", stamps, "libseccomp 0.0.1"),  # "allow everything"
+                (policy.__file__, bpfcheck.__file__))
+    again, proc = dump(tmp_path, "--mem=8", kernel)
+    assert again["bpf"] == doc["bpf"] and "warning" not in proc.stderr
+
+
+def test_the_syscall_table_of_the_proof_is_libseccomps():
+    import pyseccomp
+
+    for name, number in bpfcheck.SYSCALL_NUMBERS.items():
+        assert pyseccomp.resolve_syscall(pyseccomp.Arch.X86_64, name) == number, name
+    names = {rule.split(":")[0].split("#")[0].strip()
+             for path in Path(policy.POLICY_DIR).glob("*.policy")
+             for rule in path.read_text().splitlines() if rule.strip() and rule[0] != "#"}
+    assert names <= set(bpfcheck.SYSCALL_NUMBERS), names - set(bpfcheck.SYSCALL_NUMBERS)
+
+
+# --- the proof itself ----------------------------------------------------------------
+
+def rules(text, **facts):
+    return policy.render("t", text, facts)
+
+
+BLOCK = "pread64: fd == {fd} && count == 512 && offset <= {capacity} - 512\nexit_group\n"
+
+
+@pytest.mark.parametrize("compiled, checked, ok", [
+    (BLOCK, BLOCK, True),
+    ("exit_group\n", BLOCK, True),  # allows less: passes (only a DoS)
+    ("pread64\nexit_group\n", BLOCK, False),  # no argument checks at all
+    (BLOCK.replace("{fd}", "5"), BLOCK, False),  # another fd
+    (BLOCK.replace("- 512", "- 0"), BLOCK, False),  # one sector past the end
+    (BLOCK.replace("<=", "<"), BLOCK, True),
+    (BLOCK + "write: fd == 1\n", BLOCK, False),
+    ("write: fd != 7\n", "write: fd != 7\n", True),
+    ("write: fd != 7\n", "write: fd != 8\n", False),
+    ("write: fd >= 7\n", "write: fd > 6\n", True),
+    ("write: fd >= 7\n", "write: fd > 7\n", False),
+])
+def test_the_proof_accepts_what_the_rules_allow_and_nothing_more(compiled, checked, ok):
+    facts = {"fd": 4, "capacity": 1 << 20}
+    program = policy.compile_bpf(rules(compiled, **facts))
+    assert bpfcheck.allows_only(program, rules(checked, **facts)) is ok
+
+
+@pytest.mark.parametrize("program", [
+    b"", b"\x06\0\0\0\0\0\xff\x7f",  # nothing; allow everything
+    b"\x20\0\0\0\x04\0\0\0" + b"\x06\0\0\0\0\0\xff\x7f",  # load arch, allow
+    b"\x15\0\0\0\0\0\0\0",  # a jump off the end
+    b"\x06\0\0\0\0\0\x05\0",  # SECCOMP_RET_ERRNO: not a kill
+    b"\x07\0\0\0\0\0\0\0" + b"\x06\0\0\0\0\0\0\x80",  # an instruction it does not know
+])
+def test_the_proof_refuses_what_it_cannot_show(program):
+    assert bpfcheck.allows_only(program, rules("write\nexit_group\n")) is False
+
+
+# --- the kernel changed behind the cache's back ----------------------------------------
+
+def test_a_kernel_changed_through_a_shared_mapping_is_checked_again(tmp_path, cache_dir, guest):
+    kernel = tmp_path / "hello.spt"
+    shutil.copy(guest("hello"), kernel)
+    fd = os.open(kernel, os.O_RDWR)
+    try:
+        mapping = mmap.mmap(fd, 0, mmap.MAP_SHARED)
+        mapping[18] = mapping[18]  # the first write fault: the kernel stamps the times now
+        assert launch("--mem=8", kernel).returncode == 0  # cached as it is
+        before = os.stat(kernel)
+        mapping[18] = 3  # e_machine = EM_386, through the mapping: no new fault
+        after = os.stat(kernel)
+        assert (before.st_mtime_ns, before.st_ctime_ns, before.st_size, before.st_ino) == (
+            after.st_mtime_ns, after.st_ctime_ns, after.st_size, after.st_ino)
+        assert kernel.read_bytes()[18] == 3
+        assert_refused(launch("--mem=8", kernel), "x86_64")
+        mapping.close()
+    finally:
+        os.close(fd)
+
+
+def test_a_forged_image_entry_cannot_make_a_segment_writable_and_executable(tmp_path, cache_dir,
+                                                                            guest):
+    from spt import abi, image, manifest
+
+    kernel = tmp_path / "hello.spt"
+    shutil.copy(guest("hello"), kernel)
+    assert launch("--mem=8", kernel).returncode == 0
+    with open(kernel, "rb") as f:
+        good = image.load(str(kernel), f)
+        size, crc = image.content_key(f.fileno())
+    segments = tuple(tuple(s._replace(flags=7)) for s in good.segments)  # rwx
+    cache.store("image", "%d:%08x" % (size, crc),
+                (good.entry, good.kernel_end, good.abi_target, good.abi_version, segments,
+                 good.manifest.pack()), (image.__file__, manifest.__file__, abi.__file__))
+    out = tmp_path / "plan.json"
+    proc = launch("--mem=8", kernel, SPT_PLAN_DUMP=str(out), PYTHONPROFILEIMPORTTIME="1")
+    assert proc.returncode == 0, proc.stderr
+    assert "elftools.elf.elffile" in proc.stderr  # the file was checked again
