@@ -215,3 +215,58 @@ def test_a_forged_image_entry_cannot_make_a_segment_writable_and_executable(tmp_
     proc = launch("--mem=8", kernel, SPT_PLAN_DUMP=str(out), PYTHONPROFILEIMPORTTIME="1")
     assert proc.returncode == 0, proc.stderr
     assert "elftools.elf.elffile" in proc.stderr  # the file was checked again
+
+
+# --- issue 12: the cache is bounded, and doctor says where it is ------------------------
+
+def test_a_store_prunes_old_and_excess_entries_and_nothing_else(tmp_path, cache_dir, guest):
+    cache_dir.mkdir(mode=0o700)
+    now = __import__("time").time()
+    names = ["image-%08x" % i for i in range(300)]
+    for age, name in enumerate(reversed(names)):  # image-00000000 is the oldest
+        path = cache_dir / name
+        path.write_bytes(b"x")
+        os.utime(path, (now - 60 - age, now - 60 - age))
+    expired = cache_dir / "bpf-0000ffff"
+    expired.write_bytes(b"x")
+    os.utime(expired, (now - 31 * 86400,) * 2)
+    leftover = cache_dir / "bpf-0000eeee.4242.tmp"
+    leftover.write_bytes(b"x")
+    os.utime(leftover, (now - 7200,) * 2)
+    foreign = cache_dir / "notes.txt"
+    foreign.write_text("mine")
+    outside = tmp_path / "outside"
+    outside.write_text("keep")
+    (cache_dir / "bpf-0000dddd").symlink_to(outside)
+    kernel = tmp_path / "hello.spt"
+    shutil.copy(guest("hello"), kernel)
+    assert launch("--mem=8", kernel).returncode == 0  # a miss: it stores, then prunes
+    left = {p.name for p in cache_dir.iterdir()}
+    ours = {n for n in left if cache._ours(n) and not (cache_dir / n).is_symlink()}
+    assert len(ours) <= cache.MAX_ENTRIES
+    assert names[-1] in left and names[0] not in left  # the newest stay, the oldest go
+    assert sum(n.startswith("bpf-") for n in ours) == 1  # the launch's own filter entry
+    assert expired.name not in left and leftover.name not in left
+    assert foreign.exists() and (cache_dir / "bpf-0000dddd").is_symlink()
+    assert outside.read_text() == "keep"
+
+
+def doctor_cache(**env):
+    proc = run([SPT, "doctor", "--json"], env=dict(os.environ, **env))
+    (check,) = [c for c in json.loads(proc.stdout)["checks"] if c["name"] == "launch cache"]
+    return check
+
+
+def test_doctor_reports_the_cache_directory_and_whether_launches_can_use_it(tmp_path):
+    usable = doctor_cache(SPT_CACHE_DIR=str(tmp_path / "cache"))
+    assert usable["status"] == "ok" and usable["value"] == str(tmp_path / "cache")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    unusable = doctor_cache(SPT_CACHE_DIR=str(blocker / "cache"))
+    assert unusable["status"] == "warn" and str(blocker / "cache") in unusable["detail"]
+    assert "every launch checks the image and compiles the filter again" in unusable["detail"]
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    assert "writable by others" in doctor_cache(SPT_CACHE_DIR=str(shared))["detail"]
+    assert doctor_cache(SPT_CACHE="0")["status"] == "warn"
