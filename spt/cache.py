@@ -2,17 +2,23 @@
 
 Two things are expensive on the launch path and fully determined by inputs
 that are cheap to check: the checked `Image` (pyelftools, every ABI rule),
-keyed by the kernel file's identity (device, inode, size, mtime, ctime: any
-write changes ctime, which no user can set), and the BPF program, keyed by
-the exact policy texts and the device facts rendered into them. A hit skips
-importing pyelftools and libseccomp; a miss does the full work and stores it.
+keyed by the kernel's size and a CRC-32 of all its bytes (not the file's
+identity: a write through a shared mapping changes neither mtime nor
+ctime), and the BPF program, keyed by the exact policy texts and the device
+facts rendered into them. A hit skips importing pyelftools and libseccomp;
+a miss does the full work and stores it, and prunes the directory (`prune`).
 
 Safety: an entry is used only if its file is a regular file owned by this
 user and writable by nobody else, in a directory of the same kind, and if the
 full key stored inside it equals the key asked for (the file name is only a
-checksum of the key). Anything else is a miss. `SPT_CACHE=0` turns the cache
-off; `SPT_CACHE_DIR` moves it. Under systemd, `CacheDirectory=` hands us
-`$CACHE_DIRECTORY`.
+checksum of the key). Anything else is a miss. That keeps out other users,
+not this user's other processes, which can write a valid entry: so callers
+trust an entry for nothing they cannot check (spt/image.py checks a
+remembered layout again, spt/policy.py installs a remembered filter only
+when spt/bpfcheck.py proves it allows no more than its rules; who can write
+the cache in each setting: docs/security.md, "5. Cache trust").
+`SPT_CACHE=0` turns the cache off; `SPT_CACHE_DIR` moves it. Under systemd,
+`CacheDirectory=` hands us `$CACHE_DIRECTORY`.
 """
 
 from __future__ import annotations
