@@ -42,7 +42,7 @@ OPERATORS = {"==": "is", "!=": "is not", "<=": "is at most", "<": "is below",
              ">=": "is at least", ">": "is above"}
 # The grammar of a policy line. Patterns, not compiled objects: `re` is
 # imported only when a policy is rendered (a cached launch never does).
-_RULE = r"^(?P<call>[a-z0-9_]+)\s*(?::\s*(?P<conds>[^#]*?))?\s*(?:#\s*(?P<why>.*))?$"
+_RULE = r"^(?:\[(?P<arches>[a-z0-9_, ]+)\]\s*)?(?P<call>[a-z0-9_]+)\s*(?::\s*(?P<conds>[^#]*?))?\s*(?:#\s*(?P<why>.*))?$"
 _COND = r"^(?P<arg>[a-z_0-9]+)\s*(?P<op>==|!=|<=|>=|<|>)\s*(?P<expr>.+)$"
 _TERM = r"^\s*(\{[a-z_]+\}|0x[0-9a-fA-F]+|\d+)\s*$"
 
@@ -80,10 +80,16 @@ def read_policy(name: str) -> str:
         raise PolicyError("policy %s: %s" % (path, exc.strerror)) from None
 
 
-def render(name: str, text: str, facts: dict) -> list[Rule]:
+def render(name: str, text: str, facts: dict, arch: str | None = None) -> list[Rule]:
     """Parse policy `text` (from policies/`name`.policy), filling
-    {placeholders} from `facts`."""
+    {placeholders} from `facts`. A line that starts with `[ARCH, ...]` is a
+    rule of those architectures only; `arch` is the one to render for (the
+    host's by default)."""
     import re
+
+    from spt import arch as arch_mod
+
+    arch = arch or arch_mod.name()
 
     rules = []
     for lineno, raw in enumerate(text.splitlines(), start=1):
@@ -95,6 +101,13 @@ def render(name: str, text: str, facts: dict) -> list[Rule]:
         if not m:
             raise PolicyError("%s: cannot parse %r" % (where, line))
         call = m["call"]
+        if m["arches"]:
+            arches = [a.strip() for a in m["arches"].split(",")]
+            unknown = [a for a in arches if a not in arch_mod.SUPPORTED]
+            if unknown:
+                raise PolicyError("%s: unknown architecture %r" % (where, unknown[0]))
+            if arch not in arches:
+                continue
         conds = []
         for part in filter(None, (p.strip() for p in (m["conds"] or "").split("&&"))):
             cm = re.match(_COND, part)
@@ -159,9 +172,13 @@ def bpf_for(attached) -> bytes:
     so a hit is exactly what compiling would give (spt/cache.py)."""
     from spt import cache
 
+    from spt import arch
+
     texts = policy_texts(attached)
-    key = "\0\0".join("%s\0%s\0%r" % (dev.policy, texts[dev.policy], sorted(dev.facts.items()))
-                       for dev in attached)
+    # The architecture too: its rules ([x86_64] lines) and numbers differ.
+    key = "\0\0".join([arch.name()] + ["%s\0%s\0%r" % (dev.policy, texts[dev.policy],
+                                                          sorted(dev.facts.items()))
+                                         for dev in attached])
     bpf = cache.load("bpf", key, (__file__,))
     if isinstance(bpf, bytes) and bpf and len(bpf) % 8 == 0:
         return bpf
