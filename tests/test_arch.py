@@ -153,3 +153,51 @@ def test_a_real_kernel_built_for_another_architecture_is_refused():
     proc = spt_run("--mem=8", str(found[0]))
     assert proc.returncode == 1
     assert "Exec format error: built for %s" % other in proc.stderr
+
+
+# --- what the tools say of the architecture -------------------------------------------
+
+def test_doctor_names_the_host_architecture_and_the_trampolines():
+    from spt.commands import doctor as d
+    from spt.launcher import TRAMPOLINE
+
+    check = d.check_architecture(HOST.NAME, d.trampoline_facts(TRAMPOLINE).machine)
+    assert (check.status, check.value) == (d.OK, HOST.NAME), check
+    assert d.check_architecture("riscv64", None).status == d.FAIL
+    other, _ = OTHER_ARCH[HOST.NAME]
+    wrong = d.check_architecture(HOST.NAME, arch.facts(other).ELF_MACHINE)
+    assert wrong.status == d.FAIL and "make native" in wrong.detail
+
+
+def test_inspect_shows_the_architecture():
+    import json
+
+    from conftest import SPT, run
+
+    doc = json.loads(run([SPT, "inspect", "--json", guest_path("hello")]).stdout)
+    assert doc["arch"] == HOST.NAME
+    text = run([SPT, "inspect", guest_path("hello")]).stdout
+    assert "arch        %s\n" % HOST.NAME in text
+
+
+def test_policy_rules_marked_for_another_architecture_are_left_out():
+    from spt import policy
+
+    text = "[x86_64] arch_prctl: code == 0x1002  # x\n[aarch64] write: fd == 1  # y\nexit_group\n"
+    x86 = [r.syscall for r in policy.render("t", text, {}, arch="x86_64")]
+    a64 = [r.syscall for r in policy.render("t", text, {}, arch="aarch64")]
+    assert (x86, a64) == (["arch_prctl", "exit_group"], ["write", "exit_group"])
+    with pytest.raises(policy.PolicyError, match="unknown architecture 'sparc'"):
+        policy.render("t", "[sparc] write: fd == 1\n", {})
+
+
+def test_the_core_allow_list_has_arch_prctl_only_on_x86_64():
+    from spt import policy
+
+    core = policy.read_policy("core")
+    calls = {arch_name: {r.syscall for r in policy.render("core", core, {
+        "console_fd": 1, "epoll_fd": 3, "timer_fd": 4}, arch=arch_name)}
+        for arch_name in arch.SUPPORTED}
+    assert calls["x86_64"] - calls["aarch64"] == {"arch_prctl"}
+    assert calls["aarch64"] <= set(arch.facts("aarch64").SYSCALLS)
+    assert calls["x86_64"] <= set(arch.facts("x86_64").SYSCALLS)

@@ -391,8 +391,9 @@ def test_policy_refuses_two_views_on_stdout(guest, views):
 
 # --- spt doctor ----------------------------------------------------------------
 
-DOCTOR_CHECKS = ["kernel", "seccomp", "libseccomp", "python", "trampoline", "address space",
-                 "mmap_min_addr", "overcommit", "tun", "net privileges", "open files"]
+DOCTOR_CHECKS = ["architecture", "kernel", "seccomp", "libseccomp", "python", "trampoline",
+                 "address space", "mmap_min_addr", "overcommit", "tun", "net privileges",
+                 "open files"]
 
 
 def doctor_json(**kwargs) -> tuple[int, dict]:
