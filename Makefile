@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: all setup deps native guests demo test test-fast bench fuzz clean
+.PHONY: all setup deps native guests demo test test-fast test-arm64 bench fuzz clean
 
 all: setup
 
@@ -44,6 +44,18 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+# The aarch64 build, tested in an arm64 Linux under qemu (tests/arm64/vm.py):
+# cross-built trampoline and guest kit in build/aarch64/, the VM's tree cached
+# in build/arm64-vm/.
+AARCH64_CC ?= aarch64-linux-gnu-gcc
+test-arm64: setup
+	@echo "spt: arm64: host packages (qemu, cross compiler, mmdebstrap)"
+	@./scripts/install-deps --arm64
+	@echo "spt: arm64: cross-building the trampoline and the guest kit into build/aarch64/"
+	$(MAKE) -s -C native ARCH=aarch64 CC=$(AARCH64_CC) OUT=$(CURDIR)/build/aarch64/spt-trampoline
+	$(MAKE) -s -C guests ARCH=aarch64 CC=$(AARCH64_CC) OUT=$(CURDIR)/build/aarch64/guests PYTHON=../$(PY)
+	$(PY) tests/arm64/vm.py
 
 bench: setup
 	$(PY) -m bench

@@ -1,5 +1,5 @@
 /*
- * sys.h: raw x86_64 Linux system calls, one tiny named wrapper each.
+ * sys.h: raw Linux system calls, one tiny named wrapper each.
  *
  * The trampoline links no libc: after it runs, nothing of the host's C
  * library may remain in the process. Wrappers return the kernel's result
@@ -8,51 +8,37 @@
 #ifndef SPT_SYS_H
 #define SPT_SYS_H
 
-/* System call numbers: keep.S includes this part too. */
-#define SYS_write 1
-#define SYS_close 3
-#define SYS_fstat 5
-#define SYS_mmap 9
-#define SYS_mprotect 10
-#define SYS_munmap 11
-#define SYS_rt_sigaction 13
-#define SYS_rt_sigprocmask 14
-#define SYS_pread64 17
-#define SYS_socket 41
-#define SYS_sendto 44
-#define SYS_exit_group 231
-#define SYS_epoll_ctl 233
-#define SYS_prctl 157
-#define SYS_capset 126
-#define SYS_timerfd_create 283
-#define SYS_epoll_create1 291
-#define SYS_dup3 292
-#define SYS_seccomp 317
-#define SYS_close_range 436
+/* System call numbers, by name, from the kernel's uapi header of the
+ * architecture being built (x86_64 and aarch64 number them differently).
+ * keep.S includes this part too. */
+#include <asm/unistd.h>
+#define SYS_write __NR_write
+#define SYS_close __NR_close
+#define SYS_fstat __NR_fstat
+#define SYS_mmap __NR_mmap
+#define SYS_mprotect __NR_mprotect
+#define SYS_munmap __NR_munmap
+#define SYS_rt_sigaction __NR_rt_sigaction
+#define SYS_rt_sigprocmask __NR_rt_sigprocmask
+#define SYS_pread64 __NR_pread64
+#define SYS_socket __NR_socket
+#define SYS_sendto __NR_sendto
+#define SYS_exit_group __NR_exit_group
+#define SYS_epoll_ctl __NR_epoll_ctl
+#define SYS_prctl __NR_prctl
+#define SYS_capset __NR_capset
+#define SYS_timerfd_create __NR_timerfd_create
+#define SYS_epoll_create1 __NR_epoll_create1
+#define SYS_dup3 __NR_dup3
+#define SYS_seccomp __NR_seccomp
+#define SYS_close_range __NR_close_range
 
 #ifndef __ASSEMBLER__
 #include <stdint.h>
 #include <stddef.h>
 
-static inline long sys3(long n, long a, long b, long c)
-{
-    long r;
-    __asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c)
-                     : "rcx", "r11", "memory");
-    return r;
-}
-
-static inline long sys6(long n, long a, long b, long c, long d, long e, long f)
-{
-    long r;
-    register long r10 __asm__("r10") = d;
-    register long r8 __asm__("r8") = e;
-    register long r9 __asm__("r9") = f;
-    __asm__ volatile("syscall" : "=a"(r)
-                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
-                     : "rcx", "r11", "memory");
-    return r;
-}
+/* sys3 and sys6: the architecture's system call instruction. */
+#include "arch.h"
 
 static inline long sys_write(int fd, const void *buf, size_t n)
 { return sys3(SYS_write, fd, (long)buf, (long)n); }
@@ -68,7 +54,8 @@ static inline long sys_mprotect(uint64_t addr, uint64_t len, int prot)
 { return sys3(SYS_mprotect, (long)addr, (long)len, prot); }
 static inline long sys_fstat_size(int fd, uint64_t *size)
 {
-    uint64_t st[18]; /* struct stat is 144 bytes; st_size at offset 48 */
+    uint64_t st[18]; /* struct stat: 144 bytes on x86_64, 128 on aarch64;
+                      * st_size at offset 48 on both */
     long r = sys3(SYS_fstat, fd, (long)st, 0);
     if (r == 0)
         *size = st[6];

@@ -10,6 +10,10 @@
  * so every failure is one line and exit status 1. Then the fds the guest
  * must not have are closed and spt_final (keep.S, the one page that stays)
  * drops every other mapping, installs the seccomp filter and jumps.
+ *
+ * What differs by architecture (the system call instruction, the entry
+ * point, the kept page, the top of user space, the guest's initial stack)
+ * lives in native/<arch>/; this file is the same for every architecture.
  */
 #include "plan.h"
 #include "sys.h"
@@ -44,8 +48,6 @@
 #define SOCK_CLOEXEC 02000000
 
 #define GUEST_MEM_START 0x10000UL
-/* The highest user address on x86_64 with 4-level paging. */
-#define USER_TOP 0x7ffffffff000UL
 #define PAGE 4096UL
 
 /* From keep.S: the page that survives, and its entry points. Hidden, so
@@ -65,8 +67,8 @@ struct final_args {          /* offset */
     uint64_t fprog;          /* 48 struct sock_fprog * */
     uint64_t scratch_lo;     /* 56 zeroed just before the jump */
     uint64_t scratch_hi;     /* 64 */
-    uint64_t stack_top;      /* 72 %rsp for the guest: mem_size - 8 */
-    uint64_t boot_info;      /* 80 %rdi for the guest: 0x11000 */
+    uint64_t stack_top;      /* 72 the guest's sp: mem_size - ARCH_STACK_GAP */
+    uint64_t boot_info;      /* 80 the guest's first argument: 0x11000 */
     uint64_t entry;          /* 88 */
 };
 
@@ -82,11 +84,6 @@ struct kernel_sigaction {
     uint64_t restorer;
     uint64_t mask;
 };
-
-struct epoll_event_raw {
-    uint32_t events;
-    uint64_t data;
-} __attribute__((packed));
 
 /* gcc may emit calls to these even in freestanding code. */
 void *memcpy(void *d, const void *s, size_t n)
@@ -195,7 +192,8 @@ static void reset_signals(uint32_t flags)
     if (flags & SPT_PLAN_STOP_ON_TERM) {
         struct kernel_sigaction stop = {
             .handler = (uint64_t)spt_stop_handler,
-            .flags = SA_RESTORER, /* x86_64 refuses to deliver without one */
+            .flags = SA_RESTORER, /* x86_64 refuses to deliver without one; the vdso
+                                  * that would serve aarch64 is unmapped */
             .restorer = (uint64_t)spt_stop_handler,
             .mask = ~0UL,
         };
@@ -368,7 +366,7 @@ void tramp_main(long *sp)
     /* Scratch at the top of guest memory, below the guest's first stack
      * slot: the filter, its sock_fprog and spt_final's arguments. It is all
      * zeroed before the jump, so the guest finds fresh memory there. */
-    uint64_t stack_top = mem - 8; /* as after a call: %rsp + 8 is 16-aligned */
+    uint64_t stack_top = mem - ARCH_STACK_GAP; /* the guest's first stack slot (arch.h) */
     uint64_t bpf_bytes = plan->bpf_count * 8;
     uint64_t bpf = (stack_top - 8 - bpf_bytes) & ~15UL;
     struct sock_fprog_raw *fprog = (void *)(bpf - 16);
@@ -384,7 +382,7 @@ void tramp_main(long *sp)
         .unmap = {
             { 0, GUEST_MEM_START },
             { mem, keep_page - mem },
-            { keep_page + PAGE, USER_TOP - (keep_page + PAGE) },
+            { keep_page + PAGE, ARCH_USER_TOP - (keep_page + PAGE) },
         },
         .fprog = (uint64_t)fprog,
         .scratch_lo = (uint64_t)fa,
@@ -404,11 +402,4 @@ void tramp_main(long *sp)
     spt_final(fa);
 }
 
-/* The process entry point: the kernel leaves argc at (%rsp). */
-__asm__(
-    ".globl _start\n"
-    "_start:\n"
-    "    mov %rsp, %rdi\n"
-    "    and $-16, %rsp\n"
-    "    call tramp_main\n"
-    "    ud2\n");
+/* _start, the process entry point, is the architecture's start.S. */

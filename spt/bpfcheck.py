@@ -6,8 +6,8 @@ cached filter is installed, `allows_only(program, rules)` walks every path
 through it (classic BPF jumps only forward, so the paths are finite) and
 tracks what each path knows about the 32-bit words of `struct seccomp_data`
 as sets of intervals. Every path that ends in anything but "kill the
-process" must be an ALLOW whose architecture is x86_64 and whose system call
-numbers and argument ranges all lie inside one rule. Anything the walk does
+process" must be an ALLOW whose architecture is the host's and whose system
+call numbers and argument ranges all lie inside one rule. Anything the walk does
 not understand (an instruction libseccomp does not emit for our rules, an
 action other than ALLOW or KILL_PROCESS, a call number it has no name for)
 makes the answer False: the caller then compiles the filter afresh.
@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import struct
 
-AUDIT_ARCH_X86_64 = 0xC000003E
+from spt import arch
+
 SECCOMP_RET_KILL_PROCESS = 0x80000000
 SECCOMP_RET_ALLOW = 0x7FFF0000
-# x86_64 numbers of the calls spt's policies name (arch/x86/entry/syscalls/
-# syscall_64.tbl). Taken from here, never from the cache: a cached entry
-# could otherwise rename `write` to `execve`. tests/test_review_cache.py
-# checks the table against libseccomp's own.
-SYSCALL_NUMBERS = {
-    "read": 0, "write": 1, "pread64": 17, "pwrite64": 18, "arch_prctl": 158,
-    "clock_gettime": 228, "exit_group": 231, "epoll_pwait": 281, "timerfd_settime": 286,
-}
+# The architecture and the numbers of the calls spt's policies name come from
+# the host's facts table (spt/arch/<arch>.py), never from the cache: a cached
+# entry could otherwise rename `write` to `execve`. tests/test_arch.py and
+# tests/test_review_cache.py check the table against libseccomp's own.
+HOST = arch.host()
+SYSCALL_NUMBERS = HOST.SYSCALLS
 
 _INSN = struct.Struct("<HBBI")
 _WORD = 0xFFFFFFFF
@@ -70,7 +69,8 @@ def _branches(op: int, k: int, ivs):
 
 def allows_only(program: bytes, rules) -> bool:
     """True if every call `program` lets through is allowed by one of `rules`
-    (spt.policy.Rule), on x86_64; False if not, or if that cannot be shown."""
+    (spt.policy.Rule), on the host's architecture; False if not, or if that
+    cannot be shown."""
     if not program or len(program) % 8 or len(program) > 4096 * 8:
         return False
     insns = [_INSN.unpack_from(program, i) for i in range(0, len(program), 8)]
@@ -112,7 +112,7 @@ def allows_only(program: bytes, rules) -> bool:
 
 def _covered(known: dict, rules) -> bool:
     """Does one rule allow everything this ALLOW path lets through?"""
-    if known.get(_ARCH) != ((AUDIT_ARCH_X86_64, AUDIT_ARCH_X86_64),):
+    if known.get(_ARCH) != ((HOST.AUDIT_ARCH, HOST.AUDIT_ARCH),):
         return False
     numbers = known.get(_NR, _ALL)
     if sum(b - a + 1 for a, b in numbers) > _MAX_NUMBERS:

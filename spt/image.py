@@ -213,11 +213,23 @@ def _check_header(h, fail) -> None:
         (h["e_phentsize"] == 56, "e_phentsize is %s, expected 56" % h["e_phentsize"]),
         (h["e_phnum"] >= 1, "no program headers"),
         (h["e_type"] == "ET_EXEC", "not a static executable (e_type %s)" % h["e_type"]),
-        (h["e_machine"] == "EM_X86_64", "not an x86_64 executable (e_machine %s)" % h["e_machine"]),
     )
     for ok, why in checks:
         if not ok:
             raise fail(why)
+    _check_machine(h["e_machine"], fail)
+
+
+def _check_machine(machine, fail) -> None:
+    """The kernel must be built for the host's architecture: guest code runs
+    natively, and the filter admits only this architecture's calls."""
+    from spt import arch
+
+    host = arch.host()
+    if machine != host.ELF_MACHINE:
+        built = arch.by_elf_machine(machine)
+        raise fail("Exec format error: built for %s (e_machine %s), this host is %s"
+                   % (built.NAME if built else "another architecture", machine, host.NAME))
 
 
 def _read_at(stream, offset: int, size: int) -> bytes:

@@ -46,7 +46,8 @@ OPERATORS = {"==": "is", "!=": "is not", "<=": "is at most", "<": "is below",
 # The grammar of a policy line, parsed with str methods (no `re`: a cached
 # launch renders the rules to verify its cached filter, and importing `re`
 # would cost more than the rest of that launch):
-#   line := CALL [":" COND ("&&" COND)*] ["#" WHY]     CALL, ARG := [a-z0-9_]+
+#   line := ["[" ARCH ("," ARCH)* "]"] CALL [":" COND ("&&" COND)*] ["#" WHY]
+#   CALL, ARG := [a-z0-9_]+     ARCH := x86_64 | aarch64 (a rule of those only)
 #   COND := ARG OP EXPR     OP := == != <= >= < >     EXPR := TERM (("+"|"-") TERM)*
 #   TERM := {placeholder} | 0x<hex digits> | <decimal digits>
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
@@ -87,15 +88,31 @@ def read_policy(name: str, directory: str = POLICY_DIR) -> str:
         raise PolicyError("policy %s: %s" % (path, exc.strerror)) from None
 
 
-def render(name: str, text: str, facts: dict) -> list[Rule]:
+def render(name: str, text: str, facts: dict, arch: str | None = None) -> list[Rule]:
     """Parse policy `text` (from policies/`name`.policy), filling
-    {placeholders} from `facts`."""
+    {placeholders} from `facts`. A line that starts with `[ARCH, ...]` is a
+    rule of those architectures only; `arch` is the one to render for (the
+    host's by default)."""
+    from spt import arch as arch_mod
+
+    arch = arch or arch_mod.name()
+
     rules = []
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         where = "%s.policy:%d" % (name, lineno)
+        if line.startswith("["):
+            tag, bracket, line = line[1:].partition("]")
+            arches = [a.strip() for a in tag.split(",")]
+            unknown = [a for a in arches if a not in arch_mod.SUPPORTED]
+            if not bracket or unknown:
+                raise PolicyError("%s: unknown architecture %r" % (where, unknown[0] if unknown
+                                                                   else tag))
+            if arch not in arches:
+                continue
+            line = line.strip()
         head, _hash, why = line.partition("#")
         call, colon, conds_text = head.partition(":")
         call = call.rstrip()
@@ -212,10 +229,14 @@ def bpf_for(attached) -> bytes:
 
 
 def cache_key(attached, texts: dict[str, str]) -> str:
-    """What a launch's filter is computed from: each policy text and the
-    facts rendered into it (the code and toolchain are added by bpf_for)."""
-    return "\0\0".join("%s\0%s\0%r" % (dev.policy, texts[dev.policy], sorted(dev.facts.items()))
-                        for dev in attached)
+    """What a launch's filter is computed from: the architecture (its rules
+    and numbers differ), each policy text and the facts rendered into it
+    (the code and toolchain are added by bpf_for)."""
+    from spt import arch
+
+    return "\0\0".join([arch.name()] + ["%s\0%s\0%r" % (dev.policy, texts[dev.policy],
+                                                          sorted(dev.facts.items()))
+                                         for dev in attached])
 
 
 def _cached_program(entry, rules, bpfcheck) -> bytes | None:

@@ -22,6 +22,7 @@ first note of each PT_NOTE segment, named "Solo5", of the given n_type.
 
 from __future__ import annotations
 
+import os
 import struct
 
 # ELF64 header and program header (<elf.h>: Elf64_Ehdr, Elf64_Phdr).
@@ -38,7 +39,9 @@ assert EHDR.size == 64 and PHDR.size == 56
 ELFCLASS32, ELFCLASS64 = 1, 2
 ELFDATA2LSB, ELFDATA2MSB = 1, 2
 ET_EXEC, ET_DYN = 2, 3
-EM_386, EM_X86_64 = 3, 62
+EM_386, EM_X86_64, EM_AARCH64 = 3, 62, 183
+# The machine a kernel for this host carries (spt/arch/).
+EM_HOST = {"x86_64": EM_X86_64, "aarch64": EM_AARCH64}[os.uname().machine]
 PT_NULL, PT_LOAD, PT_NOTE, PT_INTERP = 0, 1, 4, 3
 PF_X, PF_W, PF_R = 1, 2, 4
 

@@ -420,7 +420,7 @@ def spec_verdict(data: bytes, mem_size: int) -> Verdict:
     header_rules = (
         (h["e_version"] == 1, "e_version"), (h["e_ehsize"] == 64, "e_ehsize"),
         (h["e_phentsize"] == 56, "e_phentsize"), (h["e_phnum"] >= 1, "e_phnum"),
-        (h["e_type"] == ec.ET_EXEC, "e_type"), (h["e_machine"] == ec.EM_X86_64, "e_machine"),
+        (h["e_type"] == ec.ET_EXEC, "e_type"), (h["e_machine"] == ec.EM_HOST, "e_machine"),
     )
     for ok, field in header_rules:
         if not ok:

@@ -151,7 +151,7 @@ BAD_IMAGE_MESSAGES = {
     "abi-version-3.spt": "Executable requests unsupported ABI version 3",
     "unterminated-name.spt": "Solo5 manifest is invalid",
     "no-manifest.spt": "No Solo5 manifest found in executable",
-    "i386.spt": "not an x86_64 executable",
+    "i386.spt": "Exec format error: built for another architecture",
 }
 
 
@@ -391,9 +391,9 @@ def test_policy_refuses_two_views_on_stdout(guest, views):
 
 # --- spt doctor ----------------------------------------------------------------
 
-DOCTOR_CHECKS = ["kernel", "seccomp", "libseccomp", "python", "trampoline", "address space",
-                 "mmap_min_addr", "overcommit", "tun", "net privileges", "open files",
-                 "launch cache"]
+DOCTOR_CHECKS = ["architecture", "kernel", "seccomp", "libseccomp", "python", "trampoline",
+                 "address space", "mmap_min_addr", "overcommit", "tun", "net privileges",
+                 "open files", "launch cache"]
 
 
 def doctor_json(**kwargs) -> tuple[int, dict]:

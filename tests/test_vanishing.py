@@ -27,6 +27,7 @@ from elftools.elf.elffile import ELFFile
 
 from conftest import ROOT, SOLO5_SPT, read_line, run, stop, wait_for
 from netns_util import enter_netns
+from spt import arch
 
 GUEST_MEM_START = 0x10000
 PAGE = 4096
@@ -276,10 +277,12 @@ def test_guest_with_block_and_net_holds_exactly_its_devices(running, guest, tap,
     assert proc.poll() is None, "the guest left epoll_pwait: %r" % (proc.communicate(timeout=5),)
 
 
-# syscall_dev makes the call named on its command line: epoll_pwait (281)
-# on its epoll fd with an infinite timeout blocks, keeping the guest alive
-# (with both devices attached) while the test reads /proc.
-BLOCK_IN_EPOLL_PWAIT = ("281", "epoll", "buf", "1", "-1", "0", "0")
+# syscall_dev makes the call named on its command line: epoll_pwait (by the
+# host architecture's number) on its epoll fd with an infinite timeout
+# blocks, keeping the guest alive (with both devices attached) while the
+# test reads /proc.
+BLOCK_IN_EPOLL_PWAIT = (str(arch.host().SYSCALLS["epoll_pwait"]), "epoll", "buf", "1", "-1", "0",
+                        "0")
 
 
 def guest_is_running(proc) -> bool:
@@ -470,7 +473,7 @@ def system_python_venv(tmp_path_factory):
     assert version == str(tuple(sys.version_info[:2])), (version, sys.version_info)
     # The checkout first, then the site directories this test runs with
     # (the main venv's: pyseccomp, prctl, pyelftools, ...).
-    site_dirs = [p for p in sys.path if p.endswith("site-packages")]
+    site_dirs = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
     (Path(purelib) / "spt-checkout.pth").write_text("".join(
         "%s\n" % p for p in [ROOT, *site_dirs]))
     return python

@@ -8,22 +8,23 @@
  *   exec-heap   call a `ret` copied above kernel_end      -> SIGSEGV, or
  *               "fault: exec-heap ran" + exit 0 under --x-exec-heap
  *   syscall NR  raw system call NR, zero arguments        -> SIGSYS unless allowed
- *   tls         arch_prctl(ARCH_SET_FS) then read %fs:0x28 back -> exit 0
- *   tls-get     arch_prctl(ARCH_GET_FS)                   -> SIGSYS
+ *   tls         set the TLS base (x86_64: arch_prctl(ARCH_SET_FS); aarch64:
+ *               msr tpidr_el0), read offset 0x28 back through it -> exit 0
+ *   tls-get     arch_prctl(ARCH_GET_FS), x86_64 only      -> SIGSYS
  *
  * "fault: <mode>" is printed before each attempt.
  */
 #include "kit.h"
 
-#define ARCH_SET_FS 0x1002
 #define ARCH_GET_FS 0x1003
-#define X86_RET 0xc3
 #define TLS_CANARY 0x5370744b69744e21ULL
 
 /* A `ret` in a writable, non-executable data page. */
-static volatile uint8_t data_code[16] = { X86_RET };
+static volatile uint8_t data_code[16] = KIT_RET_CODE;
+static const uint8_t ret_code[] = KIT_RET_CODE;
 
-/* A TLS block as gcc's stack protector sees it: the canary at %fs:0x28. */
+/* A TLS block as gcc's stack protector sees it on x86_64: the canary at
+ * %fs:0x28 (on aarch64 the test reads the same offset from tpidr_el0). */
 static uint64_t tls_block[8] __attribute__((aligned(64)));
 
 typedef void (*code_fn)(void);
@@ -41,7 +42,7 @@ static int fault_null(void)
 static int fault_write_text(void)
 {
     volatile uint8_t *text = (volatile uint8_t *)(uintptr_t)&guest_main;
-    *text = X86_RET;
+    *text = ret_code[0];
     return 0;
 }
 
@@ -56,7 +57,9 @@ static int fault_exec_heap(const struct kit_boot_info *bi)
 {
     /* kernel_end is page-aligned and below the stack: plain guest memory. */
     volatile uint8_t *heap = (volatile uint8_t *)bi->kernel_end;
-    heap[0] = X86_RET;
+    for (unsigned i = 0; i < sizeof ret_code; i++)
+        heap[i] = ret_code[i];
+    kit_sync_code(heap);
     __asm__ volatile("" ::: "memory");
     code_fn fn = (code_fn)(uintptr_t)heap;
     fn();
@@ -82,15 +85,14 @@ static int fault_tls(void)
 {
     tls_block[0] = (uint64_t)(uintptr_t)tls_block; /* x86_64 TLS: %fs:0 points to itself */
     tls_block[0x28 / 8] = TLS_CANARY;
-    long r = kit_syscall(KIT_SYS_arch_prctl, ARCH_SET_FS, (long)tls_block, 0, 0, 0, 0);
+    long r = kit_set_tls_base(tls_block);
     if (r != 0) {
         kit_puts("fault: tls arch_prctl ret=");
         kit_put_i64(r);
         kit_puts("\n");
         return 1;
     }
-    uint64_t canary;
-    __asm__ volatile("movq %%fs:0x28, %0" : "=r"(canary));
+    uint64_t canary = kit_tls_read_0x28();
     if (canary != TLS_CANARY) {
         kit_puts("fault: tls mismatch\n");
         return 1;
@@ -99,6 +101,7 @@ static int fault_tls(void)
     return 0;
 }
 
+#ifdef KIT_SYS_arch_prctl
 static int fault_tls_get(void)
 {
     uint64_t base = 0;
@@ -108,6 +111,7 @@ static int fault_tls_get(void)
     kit_puts("\n");
     return 0;
 }
+#endif
 
 int guest_main(const struct kit_boot_info *bi, const char *cmdline)
 {
@@ -135,8 +139,10 @@ int guest_main(const struct kit_boot_info *bi, const char *cmdline)
         return fault_syscall(argv[1]);
     if (argc == 1 && kit_streq(mode, "tls"))
         return fault_tls();
+#ifdef KIT_SYS_arch_prctl
     if (argc == 1 && kit_streq(mode, "tls-get"))
         return fault_tls_get();
+#endif
     kit_puts("fault: unknown mode\n");
     return 64;
 }

@@ -5,14 +5,7 @@
 
 long kit_syscall(long n, long a, long b, long c, long d, long e, long f)
 {
-    long r;
-    register long r10 __asm__("r10") = d;
-    register long r8 __asm__("r8") = e;
-    register long r9 __asm__("r9") = f;
-    __asm__ volatile("syscall" : "=a"(r)
-                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
-                     : "rcx", "r11", "memory");
-    return r;
+    return kit_arch_syscall(n, a, b, c, d, e, f);
 }
 
 void *memcpy(void *d, const void *s, size_t n)
@@ -149,11 +142,6 @@ uint64_t kit_wall_ns(void) { return clock_ns(0); }
 struct kit_itimerspec {
     struct kit_timespec interval, value;
 };
-
-struct kit_epoll_event {
-    uint32_t events;
-    uint64_t data;
-} __attribute__((packed));
 
 #define KIT_TFD_TIMER_ABSTIME 1
 

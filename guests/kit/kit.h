@@ -3,9 +3,10 @@
  *
  * A guest is a static ELF linked at 1 MiB (kit/guest.ld) that carries the
  * ABI1 note (kit/start.c) and an MFT1 note generated from its manifest.json
- * by `spt manifest gen`. The tender enters `_start` with %rdi pointing at the
- * boot info and %rsp at the top of guest memory minus 8; the kit calls
- * guest_main() and exits with its return value.
+ * by `spt manifest gen`. The tender enters `_start` as an ordinary C call with
+ * the boot info as its argument (x86_64: %rdi, %rsp = mem_size - 8; aarch64:
+ * x0, sp = mem_size - 16); the kit calls guest_main() and exits with its
+ * return value. What differs by architecture is in kit/<arch>/arch.h.
  *
  * Everything here follows the spt ABI (docs/abi.md, §3 and §7); nothing is
  * taken from Solo5.
@@ -56,15 +57,20 @@ _Static_assert(sizeof(struct kit_mft_entry) == 104, "manifest entries are 104 by
 /* Raw system calls (the only way out of an spt guest). */
 long kit_syscall(long n, long a, long b, long c, long d, long e, long f);
 
-#define KIT_SYS_read 0
-#define KIT_SYS_write 1
-#define KIT_SYS_pread64 17
-#define KIT_SYS_pwrite64 18
-#define KIT_SYS_arch_prctl 158
-#define KIT_SYS_clock_gettime 228
-#define KIT_SYS_exit_group 231
-#define KIT_SYS_epoll_pwait 281
-#define KIT_SYS_timerfd_settime 286
+/* Numbers from the kernel's uapi header of the architecture being built. */
+#include <asm/unistd.h>
+#include "arch.h"
+#define KIT_SYS_read __NR_read
+#define KIT_SYS_write __NR_write
+#define KIT_SYS_pread64 __NR_pread64
+#define KIT_SYS_pwrite64 __NR_pwrite64
+#define KIT_SYS_clock_gettime __NR_clock_gettime
+#define KIT_SYS_exit_group __NR_exit_group
+#define KIT_SYS_epoll_pwait __NR_epoll_pwait
+#define KIT_SYS_timerfd_settime __NR_timerfd_settime
+#ifdef __NR_arch_prctl /* x86_64 only */
+#define KIT_SYS_arch_prctl __NR_arch_prctl
+#endif
 
 /* Console (fd 1). */
 void kit_write(const void *buf, size_t n);

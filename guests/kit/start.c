@@ -26,8 +26,8 @@ const char kit_interp[] = "/nonexistent/spt-guest-kit";
 /* Keep a non-empty .data so the data segment has file contents. */
 __attribute__((used)) volatile uint64_t kit_data_marker = 0x7370742d6b6974ULL;
 
-/* The tender jumps here with %rdi = boot info and %rsp = mem_size - 8, i.e.
- * as if _start had been called: an ordinary C function entry. */
+/* The tender jumps here as if _start had been called with the boot info as
+ * its argument: an ordinary C function entry (kit.h says per architecture). */
 __attribute__((noreturn, section(".text.start"))) void _start(const struct kit_boot_info *bi)
 {
     const char *cmdline = (const char *)bi->cmdline;

@@ -5,6 +5,7 @@
  *   NR [A0 .. A5]        `syscall` with these arguments, prints
  *                        "syscall: ret=<signed>" and exits 0 (if it lives)
  *   int80 NR [A0 .. A5]  the same through the 32-bit `int $0x80` entry
+ *                        (x86_64 only: kit/x86_64/arch.h)
  *   seq                  every call the ABI allows, once each and correctly,
  *                        then "syscall: seq ok"
  *
@@ -18,7 +19,6 @@
  */
 #include "kit.h"
 
-#define ARCH_SET_FS 0x1002
 #define CLOCK_REALTIME 0
 #define CLOCK_MONOTONIC 1
 #define EAGAIN 11
@@ -31,23 +31,6 @@ struct devices {
     const struct kit_mft_entry *blk;
     const struct kit_mft_entry *net;
 };
-
-/* The 32-bit entry: eax = NR, args in ebx, ecx, edx, esi, edi, ebp. The
- * kernel sees the i386 ABI (a different audit arch), which the filter must
- * kill. %rbp cannot be named as an asm operand, so it is saved by hand. */
-static long syscall_int80(long n, long a, long b, long c, long d, long e, long f)
-{
-    long r;
-    register long arg6 __asm__("r12") = f;
-    __asm__ volatile("push %%rbp\n\t"
-                     "mov %%r12, %%rbp\n\t"
-                     "int $0x80\n\t"
-                     "pop %%rbp"
-                     : "=a"(r)
-                     : "a"(n), "b"(a), "c"(b), "d"(c), "S"(d), "D"(e), "r"(arg6)
-                     : "r8", "r9", "r10", "r11", "memory");
-    return r;
-}
 
 static int parse_arg(const struct kit_boot_info *bi, const struct devices *dev,
                      const char *tok, long *out)
@@ -99,8 +82,8 @@ static int run_seq(const struct kit_boot_info *bi, const struct devices *dev)
     bad |= check("clock_gettime(REALTIME)", r, r == 0);
     /* timerfd_settime + epoll_pwait, 1 ms ahead. */
     kit_yield(bi, kit_monotonic_ns() + 1000000);
-    r = kit_syscall(KIT_SYS_arch_prctl, ARCH_SET_FS, (long)tls_block, 0, 0, 0, 0);
-    bad |= check("arch_prctl(SET_FS)", r, r == 0);
+    r = kit_set_tls_base(tls_block); /* arch_prctl(ARCH_SET_FS) on x86_64 */
+    bad |= check("set_tls_base", r, r == 0);
     if (dev->blk) {
         long size = dev->blk->u.block.block_size;
         r = kit_syscall(KIT_SYS_pread64, dev->blk->hostfd, (long)big_buf, size, 0, 0, 0);
@@ -141,6 +124,12 @@ int guest_main(const struct kit_boot_info *bi, const char *cmdline)
         return run_seq(bi, &dev);
 
     int via_int80 = kit_streq(argv[0], "int80");
+#ifndef KIT_HAVE_COMPAT_SYSCALL
+    if (via_int80) {
+        kit_puts("syscall: int80: no 32-bit entry on " KIT_ARCH "\n");
+        return 64;
+    }
+#endif
     char **call = argv + via_int80;
     int ncall = argc - via_int80;
     if (ncall < 1 || ncall > 7)
@@ -155,8 +144,12 @@ int guest_main(const struct kit_boot_info *bi, const char *cmdline)
         }
     }
     long *v = nr_and_args;
-    long r = via_int80 ? syscall_int80(v[0], v[1], v[2], v[3], v[4], v[5], v[6])
+#ifdef KIT_HAVE_COMPAT_SYSCALL
+    long r = via_int80 ? kit_arch_compat_syscall(v[0], v[1], v[2], v[3], v[4], v[5], v[6])
                        : kit_syscall(v[0], v[1], v[2], v[3], v[4], v[5], v[6]);
+#else
+    long r = kit_syscall(v[0], v[1], v[2], v[3], v[4], v[5], v[6]);
+#endif
     kit_puts("syscall: ret=");
     kit_put_i64(r);
     kit_puts("\n");

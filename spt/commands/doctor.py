@@ -111,6 +111,23 @@ class TrampolineFacts:
     keep_page: int | None = None  # spt_keep_start, the page that stays mapped
     stale: bool = False  # a source in native/ is newer than the binary
     error: str = ""
+    machine: str | None = None  # e_machine, as pyelftools names it
+
+
+def check_architecture(machine: str, trampoline_machine: str | None) -> Check:
+    """The host's architecture is one spt has a room for (spt/arch/,
+    native/<arch>/), and the trampoline was built for it."""
+    from spt import arch
+
+    if machine not in arch.SUPPORTED:
+        return Check("architecture", FAIL, "%s: spt runs on %s only"
+                     % (machine, ", ".join(arch.SUPPORTED)), machine)
+    facts = arch.facts(machine)
+    if trampoline_machine is not None and trampoline_machine != facts.ELF_MACHINE:
+        return Check("architecture", FAIL, "%s host, but the trampoline is built for %s "
+                     "(rebuild it: make native)" % (machine, trampoline_machine), machine)
+    return Check("architecture", OK, "%s: runs %s kernels (%s, a %d-call allow-list)"
+                 % (machine, machine, facts.ELF_MACHINE, len(facts.SYSCALLS)), machine)
 
 
 def check_trampoline(t: TrampolineFacts, launcher_base: int) -> Check:
@@ -313,22 +330,26 @@ def trampoline_facts(path: str) -> TrampolineFacts:
                 keep = symbols[0]["st_value"] if symbols else None
             static = (elf.header["e_type"] == "ET_EXEC" and "PT_INTERP" not in kinds
                       and "PT_DYNAMIC" not in kinds)
+            machine = elf.header["e_machine"]
     except (OSError, ELFError, ConstructError, struct.error, ValueError) as exc:
         return TrampolineFacts(path, exists=True, error="not a readable ELF file (%s)" % exc)
     return TrampolineFacts(path, exists=True, executable=os.access(path, os.X_OK),
                            static=static, base=min(loads) if loads else None,
-                           keep_page=keep, stale=_is_stale(path))
+                           keep_page=keep, stale=_is_stale(path), machine=machine)
 
 
 def _is_stale(binary: str) -> bool:
-    """In a source tree, is any native/ source newer than the binary?"""
+    """In a source tree, is any native/ source (shared, or of this host's
+    architecture) newer than the binary?"""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(binary))))
     native = os.path.join(root, "native")
     if not os.path.isdir(native):
         return False
     built = os.stat(binary).st_mtime
-    return any(os.stat(os.path.join(native, name)).st_mtime > built
-               for name in os.listdir(native) if name.endswith((".c", ".S", ".h")))
+    dirs = [native, os.path.join(native, os.uname().machine)]
+    return any(os.stat(os.path.join(d, name)).st_mtime > built
+               for d in dirs if os.path.isdir(d)
+               for name in os.listdir(d) if name.endswith((".c", ".S", ".h")))
 
 
 def interpreter_mapping() -> tuple[str, int] | None:
@@ -392,6 +413,7 @@ def run_checks() -> list[Check]:
     status = _read("/proc/self/status")
     trampoline = trampoline_facts(launcher.TRAMPOLINE)
     return [
+        check_architecture(os.uname().machine, trampoline.machine),
         check_kernel(os.uname().release),
         check_seccomp(status, prctl_seccomp_mode(),
                       _read("/proc/sys/kernel/seccomp/actions_avail")),

@@ -87,8 +87,12 @@ def launch_line(doc: dict) -> str:
 
 def describe(image) -> dict:
     """The image as plain JSON data."""
+    from spt import arch
+
     return {
         "kernel": image.path,
+        # The image passed the launcher's checks, so it is built for this host.
+        "arch": arch.host().NAME,
         "abi": image.abi_json(),
         "manifest": image.manifest.to_json(),
         "entry": image.entry,
@@ -107,6 +111,7 @@ def render_text(doc: dict) -> str:
     abi = doc["abi"]
     lines = [
         "kernel      %s" % shown(doc["kernel"]),
+        "arch        %s" % doc["arch"],
         "abi         %s, version %d" % (abi["target"], abi["version"]),
         "entry       %#x" % doc["entry"],
         "segments    %d to load:" % len(doc["segments"]),
