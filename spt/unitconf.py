@@ -341,7 +341,8 @@ def user_group(user: str, root: str = "/") -> int:
         try:
             return (pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)).pw_gid
         except KeyError:
-            pass
+            raise ConfigError("user %r does not exist (its group is to read the "
+                              "configuration)" % user) from None
     else:
         passwd = os.path.join(root, "etc/passwd")
         try:
@@ -353,5 +354,5 @@ def user_group(user: str, root: str = "/") -> int:
                         return int(fields[3])
         except OSError:
             pass
-    raise ConfigError("user %r does not exist in %s (its group reads the configuration)"
+    raise ConfigError("user %r does not exist in %s (its group is to read the configuration)"
                       % (user, os.path.join(root, "etc/passwd")))
