@@ -395,3 +395,14 @@ def test_doctor_jail_check_over_values():
     assert d.check_jail(0, True, None).value == "full"
     assert d.check_jail(0, True, "Operation not permitted").status == d.WARN
     assert d.check_jail(0, False, None).value == "needs --user"
+
+
+def test_root_launch_in_a_nested_pid_namespace_needs_user(guest):
+    """There a PID is unique only among that namespace's processes, so the
+    per-guest uid could be another guest's: the default is refused, --user
+    works."""
+    prefix = ["unshare", "--pid", "--fork", "--mount-proc"]
+    proc = run([*prefix, SOLO5_SPT, "--mem=8", guest("hello")])
+    assert_refused(proc, "not in the host's PID namespace", "--user=UID[:GID]")
+    proc = run([*prefix, SOLO5_SPT, "--user=4242", "--mem=8", guest("hello"), "x"])
+    assert proc.returncode == 0 and "cmdline: 'x'" in proc.stdout, proc.stderr
