@@ -19,6 +19,11 @@
 #define SPT_PLAN_MAGIC   "SPTPLAN1"
 #define SPT_PLAN_VERSION 1
 
+/* jail (spt/jail.py decides, jail.h executes, in this order) */
+#define SPT_JAIL_NAMESPACES 0x1u /* own mount (empty read-only root), IPC, UTS, net namespaces */
+#define SPT_JAIL_IDS 0x2u        /* no supplementary groups, gid, uid; dumpable again */
+#define SPT_JAIL_LIMITS 0x4u     /* the rlimits at rlimit_off */
+
 /* flags */
 #define SPT_PLAN_X_EXEC_HEAP 0x1u /* guest memory outside segments is RWX */
 #define SPT_PLAN_STOP_ON_TERM 0x2u /* SIGTERM/SIGINT/SIGHUP end the guest (PID 1) */
@@ -47,7 +52,12 @@ struct spt_plan {                /* offset */
     int32_t  epoll_fd;           /* 128 number the epoll instance must have */
     int32_t  timer_fd;           /* 132 number the timerfd must have */
     char     name[16];           /* 136 process name (comm), NUL-terminated */
-};                               /* 152 */
+    uint32_t jail;               /* 152 SPT_JAIL_*, 0: no jail */
+    uint32_t uid;                /* 156 with SPT_JAIL_IDS: the guest's uid */
+    uint32_t gid;                /* 160 with SPT_JAIL_IDS: the guest's gid */
+    uint32_t nrlimits;           /* 164 */
+    uint64_t rlimit_off;         /* 168 struct spt_plan_rlimit[nrlimits] */
+};                               /* 176 */
 
 struct spt_plan_segment {        /* offset */
     uint64_t file_off;           /*   0 p_offset */
@@ -64,5 +74,12 @@ struct spt_plan_epoll {          /* offset */
     uint32_t pad;                /*   4 */
     uint64_t data;               /*   8 epoll_data.u64 the guest receives */
 };                               /*  16 */
+
+struct spt_plan_rlimit {         /* offset */
+    uint32_t resource;           /*   0 RLIMIT_* */
+    uint32_t pad;                /*   4 */
+    uint64_t cur;                /*   8 soft limit (struct rlimit64) */
+    uint64_t max;                /*  16 hard limit */
+};                               /*  24 */
 
 #endif

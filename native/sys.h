@@ -32,6 +32,22 @@
 #define SYS_dup3 __NR_dup3
 #define SYS_seccomp __NR_seccomp
 #define SYS_close_range __NR_close_range
+/* The jail's (jail.h). */
+#define SYS_connect __NR_connect
+#define SYS_chdir __NR_chdir
+#define SYS_fchdir __NR_fchdir
+#define SYS_setgroups __NR_setgroups
+#define SYS_setresuid __NR_setresuid
+#define SYS_setresgid __NR_setresgid
+#define SYS_pivot_root __NR_pivot_root
+#define SYS_mount __NR_mount
+#define SYS_umount2 __NR_umount2
+#define SYS_unshare __NR_unshare
+#define SYS_prlimit64 __NR_prlimit64
+#define SYS_move_mount __NR_move_mount
+#define SYS_fsopen __NR_fsopen
+#define SYS_fsconfig __NR_fsconfig
+#define SYS_fsmount __NR_fsmount
 
 #ifndef __ASSEMBLER__
 #include <stdint.h>
@@ -81,6 +97,38 @@ static inline long sys_socket(int domain, int type, int proto)
 { return sys3(SYS_socket, domain, type, proto); }
 static inline long sys_sendto(int fd, const void *buf, size_t n, const void *addr, uint32_t alen)
 { return sys6(SYS_sendto, fd, (long)buf, (long)n, 0, (long)addr, alen); }
+static inline long sys_connect(int fd, const void *addr, uint32_t alen)
+{ return sys3(SYS_connect, fd, (long)addr, alen); }
+static inline long sys_chdir(const char *path)
+{ return sys3(SYS_chdir, (long)path, 0, 0); }
+static inline long sys_fchdir(int fd)
+{ return sys3(SYS_fchdir, fd, 0, 0); }
+static inline long sys_setgroups(long n, const uint32_t *groups)
+{ return sys3(SYS_setgroups, n, (long)groups, 0); }
+static inline long sys_setresuid(uint32_t r, uint32_t e, uint32_t s)
+{ return sys3(SYS_setresuid, r, e, s); }
+static inline long sys_setresgid(uint32_t r, uint32_t e, uint32_t s)
+{ return sys3(SYS_setresgid, r, e, s); }
+static inline long sys_pivot_root(const char *new_root, const char *put_old)
+{ return sys3(SYS_pivot_root, (long)new_root, (long)put_old, 0); }
+static inline long sys_mount(const char *src, const char *target, const char *type,
+                             unsigned long flags, const void *data)
+{ return sys6(SYS_mount, (long)src, (long)target, (long)type, (long)flags, (long)data, 0); }
+static inline long sys_umount2(const char *target, int flags)
+{ return sys3(SYS_umount2, (long)target, flags, 0); }
+static inline long sys_unshare(unsigned long flags)
+{ return sys3(SYS_unshare, (long)flags, 0, 0); }
+static inline long sys_prlimit64(int resource, const void *new_limit)
+{ return sys6(SYS_prlimit64, 0, resource, (long)new_limit, 0, 0, 0); }
+static inline long sys_move_mount(int from_fd, const char *from, int to_fd, const char *to,
+                                  unsigned flags)
+{ return sys6(SYS_move_mount, from_fd, (long)from, to_fd, (long)to, flags, 0); }
+static inline long sys_fsopen(const char *fstype, unsigned flags)
+{ return sys3(SYS_fsopen, (long)fstype, flags, 0); }
+static inline long sys_fsconfig(int fd, unsigned cmd, const char *key, const void *value, int aux)
+{ return sys6(SYS_fsconfig, fd, cmd, (long)key, (long)value, aux, 0); }
+static inline long sys_fsmount(int fd, unsigned flags, unsigned attr)
+{ return sys3(SYS_fsmount, fd, flags, attr); }
 static inline __attribute__((noreturn)) void sys_exit_group(int status)
 {
     for (;;)

@@ -7,9 +7,10 @@
  * memory can start at 0x10000 whatever the launcher's interpreter was.
  *
  * Order matters: everything that can fail runs while stderr is still open,
- * so every failure is one line and exit status 1. Then the fds the guest
- * must not have are closed and spt_final (keep.S, the one page that stays)
- * drops every other mapping, installs the seccomp filter and jumps.
+ * so every failure is one line and exit status 1. The jail (jail.h) comes
+ * once every fd the guest keeps exists; then the fds the guest must not have
+ * are closed and spt_final (keep.S, the one page that stays) drops every
+ * other mapping, installs the seccomp filter and jumps.
  *
  * What differs by architecture (the system call instruction, the entry
  * point, the kept page, the top of user space, the guest's initial stack)
@@ -124,12 +125,12 @@ static const char *errname(long err)
 }
 
 /* One line on stderr, exit status 1: the launcher's error contract. */
-static __attribute__((noreturn)) void die(const char *what, long err)
+static __attribute__((noreturn)) void die_hint(const char *what, long err, const char *hint)
 {
-    char line[256];
+    char line[320];
     size_t n = 0;
-    const char *parts[4] = { "solo5-spt: ", what, err ? ": " : "", err ? errname(err) : "" };
-    for (int i = 0; i < 4; i++)
+    const char *parts[5] = { "solo5-spt: ", what, err ? ": " : "", err ? errname(err) : "", hint };
+    for (int i = 0; i < 5; i++)
         for (const char *p = parts[i]; *p && n < sizeof line - 1; p++)
             line[n++] = *p;
     line[n++] = '\n';
@@ -137,11 +138,18 @@ static __attribute__((noreturn)) void die(const char *what, long err)
     sys_exit_group(1);
 }
 
+static __attribute__((noreturn)) void die(const char *what, long err)
+{
+    die_hint(what, err, "");
+}
+
 static void check(long r, const char *what)
 {
     if (r < 0)
         die(what, r);
 }
+
+#include "jail.h"
 
 static int parse_fd(const char *s)
 {
@@ -207,11 +215,14 @@ static void reset_signals(uint32_t flags)
 
 /*
  * The guest needs no capability, whoever started it. A root launcher that
- * could empty the bounding set arrives here with none; one without
- * CAP_SETPCAP (a unit granting CAP_NET_ADMIN, say) may still hold ambient or
- * permitted ones: clear the ambient set and drop effective, permitted and
- * inheritable, which is always allowed. (Guest memory at 0x10000 needs
- * vm.mmap_min_addr <= 0x10000; `spt doctor` says so where it is not.)
+ * could empty the bounding set arrives here with none that exec could give
+ * back; one without CAP_SETPCAP (a unit granting CAP_NET_ADMIN, say) may
+ * still hold ambient or permitted ones: clear the ambient set and drop
+ * effective, permitted and inheritable, which is always allowed. The
+ * bounding set stays as it came (lowering it needs CAP_SETPCAP); with
+ * no_new_privs no exec could gain from it, and the guest cannot exec. This
+ * runs after the jail, whose steps need CAP_SYS_ADMIN, CAP_SETUID and
+ * CAP_SETGID.
  */
 static void drop_capabilities(void)
 {
@@ -247,13 +258,23 @@ static void setup_yield(const struct spt_plan *plan, const struct spt_plan_epoll
     }
 }
 
-/* sd_notify(READY=1): the guest is about to run, so the unit is started. */
-static void notify_ready(const void *addr, uint32_t len)
+/*
+ * sd_notify: connected before the jail (a path socket is out of reach once
+ * the root is empty, an abstract one once the network namespace is new),
+ * READY=1 sent after it: the guest is about to run, so the unit is started.
+ */
+static long notify_connect(const void *addr, uint32_t len)
 {
-    static const char ready[] = "READY=1";
     long s = sys_socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     check(s, "notify socket");
-    check(sys_sendto((int)s, ready, sizeof ready - 1, addr, len), "sd_notify READY=1");
+    check(sys_connect((int)s, addr, len), "sd_notify READY=1");
+    return s;
+}
+
+static void notify_ready(long s)
+{
+    static const char ready[] = "READY=1";
+    check(sys_sendto((int)s, ready, sizeof ready - 1, 0, 0), "sd_notify READY=1");
     sys_close((int)s);
 }
 
@@ -308,6 +329,7 @@ void tramp_main(long *sp)
         plan->keep_off + plan->nkeep * 4,
         plan->epoll_off + plan->nepoll * sizeof(struct spt_plan_epoll),
         plan->notify_off + plan->notify_len,
+        plan->rlimit_off + plan->nrlimits * sizeof(struct spt_plan_rlimit),
     };
     for (unsigned i = 0; i < sizeof ends / sizeof ends[0]; i++)
         if (ends[i] > plan_size)
@@ -341,8 +363,6 @@ void tramp_main(long *sp)
     check(g, "guest memory: mmap");
     if ((uint64_t)g != GUEST_MEM_START)
         die("guest memory: kernel ignored MAP_FIXED_NOREPLACE", 0);
-
-    drop_capabilities();
 
     /* Segments: copy p_filesz bytes straight from the unikernel file (the
      * rest up to p_memsz is already zero), then apply the segment's
@@ -393,8 +413,15 @@ void tramp_main(long *sp)
     };
 
     setup_yield(plan, (const void *)(base + plan->epoll_off));
-    if (plan->notify_len)
-        notify_ready(base + plan->notify_off, plan->notify_len);
+    long notify = plan->notify_len ? notify_connect(base + plan->notify_off, plan->notify_len) : -1;
+    /* The image is copied and the plan is mapped: their fds make room for
+     * the two the jail's empty root needs, so it needs no more than a launch. */
+    sys_close(plan->kernel_fd);
+    sys_close(plan_fd);
+    jail(plan, base);
+    drop_capabilities();
+    if (notify >= 0)
+        notify_ready(notify);
 
     /* From here on nothing can be reported: stderr is about to close. The
      * plan's mapping goes with the big munmap in spt_final. */

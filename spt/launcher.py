@@ -28,9 +28,11 @@ TRAMPOLINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libexec",
 TRAMPOLINE_BASE = 0x700000000000
 
 
-class Options(namedtuple("Options", "kernel args mem_mib x_exec_heap devices")):
+class Options(namedtuple("Options", "kernel args mem_mib x_exec_heap devices jail user",
+                         defaults=("auto", None))):
     """The parsed command line; `devices` maps (module, NAME) to its
-    {setting: value}, in the order first given."""
+    {setting: value}, in the order first given; `jail` and `user` are
+    --jail and --user (spt/jail.py)."""
 
     __slots__ = ()
 
@@ -45,6 +47,11 @@ def usage() -> str:
         "  [ --mem=512 ] guest memory in MiB (default 512)",
         "  --help        show this text and exit",
         "  --version     show the version and the ABI version and exit",
+        "Jail options (docs/security.md):",
+        "  [ --user=USER|UID[:GID] ] the uid and gid a root launch runs the guest as",
+        "                    (default: a uid and gid of its own, 0x7E000000 + PID)",
+        "  [ --jail=auto|limits|off ] auto (default): a root launch gets its own",
+        "                    namespaces, empty root, uid and gid; every launch its rlimits",
     ]
     for module in modules():
         lines.append("%s options (NAME is a device in the unikernel's manifest):"
@@ -66,6 +73,7 @@ def parse_argv(argv: list[str]) -> Options:
 
     flags = options()
     mem_mib, x_exec_heap, devices = abi.DEFAULT_MEM_MIB, False, {}
+    jail_mode, user = "auto", None
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -85,6 +93,14 @@ def parse_argv(argv: list[str]) -> Options:
         if arg == "--mem" or arg.startswith("--mem="):
             mem_mib = core.parse_mem(arg.partition("=")[2])
             continue
+        if arg.startswith(("--user=", "--jail=")):
+            from spt import jail
+
+            if arg.startswith("--user="):
+                user = jail.parse_user(arg[7:])
+            else:
+                jail_mode = jail.parse_mode(arg[7:])
+            continue
         flag, colon, rest = arg[2:].partition(":") if arg.startswith("--") else ("", "", "")
         if not colon or flag not in flags:
             raise SptError("Invalid option: `%s'" % arg, usage=True)
@@ -100,7 +116,7 @@ def parse_argv(argv: list[str]) -> Options:
     if i >= len(argv):
         raise SptError("Missing KERNEL operand", usage=True)
     return Options(kernel=argv[i], args=argv[i + 1:], mem_mib=mem_mib,
-                   x_exec_heap=x_exec_heap, devices=devices)
+                   x_exec_heap=x_exec_heap, devices=devices, jail=jail_mode, user=user)
 
 
 class Usage(Exception):
@@ -247,7 +263,7 @@ def guest_cmdline(args: list[str]) -> str:
 def build_plan(opts: Options, stream, timer=None, image=None) -> tuple:
     """Image -> devices -> policy -> LaunchPlan (`image`: already loaded
     from `stream` by the caller). Returns (plan, attached devices)."""
-    from spt import image as image_mod, plan as plan_mod, policy
+    from spt import image as image_mod, jail, plan as plan_mod, policy
     from spt.devices import core
 
     _mark(timer, "imports")
@@ -267,6 +283,8 @@ def build_plan(opts: Options, stream, timer=None, image=None) -> tuple:
     bpf = policy.bpf_for(attached)
     _mark(timer, "bpf")
 
+    keep_fds = tuple(sorted({fd for dev in attached for fd in dev.fds}))  # ascending: plan.h
+    jailed = jail.decide(opts.jail, opts.user, keep_fds)
     notify = os.environ.get("NOTIFY_SOCKET", "")
     flags = plan_mod.FLAG_X_EXEC_HEAP if opts.x_exec_heap else 0
     if os.environ.get("SPT_STOP_ON_TERM") == "1":
@@ -275,11 +293,12 @@ def build_plan(opts: Options, stream, timer=None, image=None) -> tuple:
         mem_size=mem_size, entry=image.entry, kernel_end=image.kernel_end,
         segments=image.segments, manifest=manifest.pack(), cmdline=cmdline, bpf=bpf,
         kernel_fd=stream.fileno(),
-        keep_fds=tuple(sorted({fd for dev in attached for fd in dev.fds})),  # ascending: plan.h
+        keep_fds=keep_fds,
         watch=tuple(w for dev in attached for w in dev.watch),
         epoll_fd=base.facts["epoll_fd"], timer_fd=base.facts["timer_fd"],
         name=process_name(opts.kernel), flags=flags,
         notify_addr=plan_mod.notify_sockaddr(notify) if notify else b"",
+        **jailed._asdict(),
     )
     return plan, attached
 
@@ -353,11 +372,14 @@ def exec_trampoline(plan, timer=None) -> None:
     # privileges through exec, and the seccomp filter may then be installed
     # without CAP_SYS_ADMIN.
     prctl.set_no_new_privs(1)
-    # Nothing after exec needs a capability. An empty bounding set means a
-    # root launcher's exec yields none (the trampoline also drops what it
-    # holds); without CAP_SETPCAP there is nothing here to shrink.
+    # After exec only the jail needs capabilities (spt/jail.py). A bounding
+    # set of just those means a root launcher's exec yields no others (the
+    # trampoline empties the set and drops what it holds); without
+    # CAP_SETPCAP there is nothing here to shrink.
+    from spt.jail import exec_capabilities
+
     try:
-        prctl.capbset.limit()
+        prctl.capbset.limit(*exec_capabilities(plan.jail))
     except PermissionError:
         pass
     # The process name is the trampoline's to set: exec resets it to the

@@ -17,6 +17,9 @@ PLAN_MAGIC = b"SPTPLAN1"
 PLAN_VERSION = 1
 FLAG_X_EXEC_HEAP = 0x1
 FLAG_STOP_ON_TERM = 0x2
+JAIL_NAMESPACES = 0x1
+JAIL_IDS = 0x2
+JAIL_LIMITS = 0x4
 
 # struct spt_plan (plan.h): the field names, in order, and their formats.
 HEADER_FIELDS = (
@@ -26,11 +29,13 @@ HEADER_FIELDS = (
     ("keep_off", "Q"), ("epoll_off", "Q"), ("notify_off", "Q"),
     ("nsegs", "I"), ("nkeep", "I"), ("nepoll", "I"), ("notify_len", "I"),
     ("flags", "I"), ("kernel_fd", "i"), ("epoll_fd", "i"), ("timer_fd", "i"),
-    ("name", "16s"),
+    ("name", "16s"), ("jail", "I"), ("uid", "I"), ("gid", "I"), ("nrlimits", "I"),
+    ("rlimit_off", "Q"),
 )
 HEADER = struct.Struct("<" + "".join(fmt for _, fmt in HEADER_FIELDS))
 SEGMENT = struct.Struct("<QQQQQII")  # file_off, vaddr, filesz, start, end, prot, pad
 EPOLL = struct.Struct("<iIQ")  # fd, pad, data
+RLIMIT = struct.Struct("<IIQQ")  # resource, pad, cur, max
 BOOT_INFO = struct.Struct("<QQQQii")  # mem_size, kernel_end, cmdline, mft, epollfd, timerfd
 assert BOOT_INFO.size == abi.BOOT_INFO_SIZE
 
@@ -39,11 +44,13 @@ PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 
 class LaunchPlan(namedtuple("LaunchPlan", "mem_size entry kernel_end segments manifest cmdline "
                                            "bpf kernel_fd keep_fds watch epoll_fd timer_fd name "
-                                           "flags notify_addr", defaults=(0, b""))):
+                                           "flags notify_addr jail uid gid rlimits",
+                                           defaults=(0, b"", 0, 0, 0, ()))):
     """Everything the trampoline needs. `manifest` is the attached manifest
     as the guest reads it, `keep_fds` the guest's whole fd table, `watch` the
     (fd, epoll data) pairs for yield, `notify_addr` a sockaddr_un for
-    sd_notify or empty."""
+    sd_notify or empty; `jail`, `uid`, `gid` and `rlimits` ((resource, soft,
+    hard) triples) what spt/jail.py decided."""
 
     __slots__ = ()
 
@@ -63,19 +70,20 @@ class LaunchPlan(namedtuple("LaunchPlan", "mem_size entry kernel_end segments ma
                                      _prot(s.flags), 0) for s in self.segments)
         keep = struct.pack("<%di" % len(self.keep_fds), *sorted(self.keep_fds))
         watch = b"".join(EPOLL.pack(fd, 0, data) for fd, data in self.watch)
-        parts = [boot, self.bpf, segs, keep, watch, self.notify_addr]
+        limits = b"".join(RLIMIT.pack(res, 0, soft, hard) for res, soft, hard in self.rlimits)
+        parts = [boot, self.bpf, segs, keep, watch, self.notify_addr, limits]
         offsets, at = [], HEADER.size
         for part in parts:
             offsets.append(at)
             at += -(-len(part) // 8) * 8
-        boot_off, bpf_off, segs_off, keep_off, epoll_off, notify_off = offsets
+        boot_off, bpf_off, segs_off, keep_off, epoll_off, notify_off, rlimit_off = offsets
         header = HEADER.pack(
             PLAN_MAGIC, PLAN_VERSION, HEADER.size,
             self.mem_size, self.entry, abi.BOOT_INFO_ADDR, boot_off, len(boot),
             bpf_off, len(self.bpf) // 8, segs_off, keep_off, epoll_off, notify_off,
             len(self.segments), len(self.keep_fds), len(self.watch), len(self.notify_addr),
             self.flags, self.kernel_fd, self.epoll_fd, self.timer_fd,
-            self.name.encode()[:15],
+            self.name.encode()[:15], self.jail, self.uid, self.gid, len(self.rlimits), rlimit_off,
         )
         body = b"".join(p.ljust(-(-len(p) // 8) * 8, b"\0") for p in parts)
         return header + body

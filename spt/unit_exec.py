@@ -34,7 +34,9 @@ def run(name: str, root: str = "/") -> None:
         print("spt: %s" % exc, file=sys.stderr)
         sys.exit(unitconf.EX_CONFIG)
     os.environ["SPT_NAME"] = name
-    launcher.main(unitconf.to_argv(config, root))
+    # The unit's own sandbox is the rest of the jail: the guest gets the
+    # jail's rlimits (docs/security.md).
+    launcher.main(["--jail=limits", *unitconf.to_argv(config, root)])
     sys.exit(0)  # main() exits or execs, or returns after SPT_PLAN_DUMP wrote the plan
 
 

@@ -188,6 +188,31 @@ def test_allow_host_netns_takes_over_any_interface(topology, entrypoint):
     assert proc.wait(timeout=10) == 128 + signal.SIGTERM
 
 
+@pytest.mark.parametrize("user, uid", [(None, 0), ("4242", 4242)])
+def test_entrypoint_guest_gets_the_jails_rlimits_and_the_container_its_ids(
+        topology, entrypoint, user, uid):
+    """spt entrypoint launches with --jail=limits: the container is the
+    rest of the jail, so the guest keeps its uid (or takes --user's, given
+    to the launcher) and the container's namespaces, and gets the rlimits
+    (docs/security.md)."""
+    topo = topology()
+    args = ["--user=" + user] if user else []
+    proc = entrypoint(topo, *args, "--mem=16", guest_path(NET_GUEST))
+    ready_line(proc)
+    wait_for(lambda: re.search(r"^Seccomp:\s+2$", open("/proc/%d/status" % proc.pid).read(),
+                               re.M))
+    status = open("/proc/%d/status" % proc.pid).read()
+    assert re.search(r"^Uid:\s+%d\s+%d\s+%d\s+%d$" % ((uid,) * 4), status, re.M), status
+    assert re.search(r"^CapBnd:\s+0+$", status, re.M), status
+    net = run(["ip", "netns", "exec", topo.container, "readlink", "/proc/self/ns/net"])
+    assert os.readlink("/proc/%d/ns/net" % proc.pid) == net.stdout.strip()
+    limits = open("/proc/%d/limits" % proc.pid).read()
+    top = max(int(fd) for fd in os.listdir("/proc/%d/fd" % proc.pid))
+    for name, value in (("Max processes", 0), ("Max open files", top + 1)):
+        line = next(line for line in limits.splitlines() if line.startswith(name))
+        assert line[len(name):].split()[:2] == [str(value)] * 2, line
+
+
 # -- refusals: one line, status 1, namespace as it was -----------------------
 
 def _refused_unchanged(topo, args, *fragments, wrap=()):

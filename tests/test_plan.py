@@ -22,10 +22,12 @@ PLAN_H = ROOT / "native" / "plan.h"
 # names only their struct formats.
 SEGMENT_FIELDS = ("file_off", "vaddr", "filesz", "start", "end", "prot", "pad")
 EPOLL_FIELDS = ("fd", "pad", "data")
+RLIMIT_FIELDS = ("resource", "pad", "cur", "max")
 C_STRUCTS = {
     "spt_plan": ([name for name, _ in plan.HEADER_FIELDS], plan.HEADER),
     "spt_plan_segment": (SEGMENT_FIELDS, plan.SEGMENT),
     "spt_plan_epoll": (EPOLL_FIELDS, plan.EPOLL),
+    "spt_plan_rlimit": (RLIMIT_FIELDS, plan.RLIMIT),
 }
 
 
@@ -59,6 +61,9 @@ def c_layout(tmp_path_factory) -> dict:
               'printf("const version %d\\n", SPT_PLAN_VERSION);',
               'printf("const x_exec_heap %u\\n", SPT_PLAN_X_EXEC_HEAP);',
               'printf("const stop_on_term %u\\n", SPT_PLAN_STOP_ON_TERM);',
+              'printf("const jail_namespaces %u\\n", SPT_JAIL_NAMESPACES);',
+              'printf("const jail_ids %u\\n", SPT_JAIL_IDS);',
+              'printf("const jail_limits %u\\n", SPT_JAIL_LIMITS);',
               "return 0; }"]
     out = compile_and_run(tmp_path_factory.mktemp("plan_h"), "\n".join(lines) + "\n")
     layout: dict = {}
@@ -118,6 +123,9 @@ def test_plan_constants_agree(c_layout):
     assert int(const["version"]) == plan.PLAN_VERSION
     assert int(const["x_exec_heap"]) == plan.FLAG_X_EXEC_HEAP
     assert int(const["stop_on_term"]) == plan.FLAG_STOP_ON_TERM
+    assert int(const["jail_namespaces"]) == plan.JAIL_NAMESPACES
+    assert int(const["jail_ids"]) == plan.JAIL_IDS
+    assert int(const["jail_limits"]) == plan.JAIL_LIMITS
 
 
 # --- the packed plan -------------------------------------------------------------
@@ -152,7 +160,7 @@ def test_packed_plan_header_points_at_each_part():
     p = sample_plan()
     data = p.pack()
     h = unpack_header(data)
-    assert h["magic"] == b"SPTPLAN1" and h["version"] == 1 and h["size"] == plan.HEADER.size == 152
+    assert h["magic"] == b"SPTPLAN1" and h["version"] == 1 and h["size"] == plan.HEADER.size == 176
     assert (h["mem_size"], h["entry"], h["boot_addr"]) == (32 << 20, 0x100000, 0x11000)
     assert data[h["boot_off"]:h["boot_off"] + h["boot_len"]] == p.boot_blob()
     assert data[h["bpf_off"]:h["bpf_off"] + 8 * h["bpf_count"]] == p.bpf and h["bpf_count"] == 3
@@ -171,6 +179,19 @@ def test_packed_plan_header_points_at_each_part():
         assert h[key] % 8 == 0, key
     assert h["boot_off"] == plan.HEADER.size
     assert h["notify_off"] + -(-h["notify_len"] // 8) * 8 == len(data)
+
+
+def test_packed_plan_carries_the_jail_and_its_rlimits():
+    p = sample_plan(jail=plan.JAIL_IDS | plan.JAIL_LIMITS, uid=2113930000, gid=2113930001,
+                    rlimits=((7, 8, 8), (6, 0, 0), (8, 0, 0)))
+    data = p.pack()
+    h = unpack_header(data)
+    assert (h["jail"], h["uid"], h["gid"], h["nrlimits"]) == (6, 2113930000, 2113930001, 3)
+    assert h["rlimit_off"] % 8 == 0 and h["rlimit_off"] + 3 * plan.RLIMIT.size == len(data)
+    limits = [plan.RLIMIT.unpack_from(data, h["rlimit_off"] + i * plan.RLIMIT.size)
+              for i in range(3)]
+    assert limits == [(7, 0, 8, 8), (6, 0, 0, 0), (8, 0, 0, 0)]
+    assert unpack_header(sample_plan().pack())["jail"] == 0  # no jail unless decided
 
 
 def test_plan_name_is_cut_to_15_bytes_and_nul_terminated():

@@ -360,3 +360,22 @@ def test_a_block_path_naming_a_destination_binds_nothing_over_it(systemd):
     wait_for(lambda: "wrote 2" in journal(systemd, "spt@alice").splitlines(), timeout=10)
     stop(systemd, "spt@alice")
     assert systemd.path(disk).read_bytes()[:sector] == blockwriter_sector(0, 5, sector)
+
+
+def test_a_unit_guest_gets_the_jails_rlimits_inside_the_units_own_sandbox(systemd):
+    """spt unit launches with --jail=limits: systemd's sandbox is the rest
+    of the jail (docs/security.md), the rlimits are the launcher's to set
+    (prlimit64 passes the unit's system call filter)."""
+    install(systemd, "lim", "sleep", "--mem", "8", "--arg", "3600")
+    assert start(systemd, "spt@lim").returncode == 0
+    pid = state(systemd, "spt@lim")["MainPID"]
+    limits = proc_file(systemd, pid, "limits")
+    fds = [int(n) for n in systemd.run("ls", "/proc/%s/fd" % pid, check=True).stdout.split()]
+    for name, value in (("Max processes", "0"), ("Max locked memory", "0"),
+                        ("Max open files", str(max(fds) + 1))):
+        line = next(line for line in limits.splitlines() if line.startswith(name))
+        assert line[len(name):].split()[:2] == [value, value], line
+    status = proc_file(systemd, pid, "status")
+    assert status_field(status, "Uid").split() == ["0"] * 4  # PrivateUsers=yes maps it
+    assert status_field(status, "CapBnd") == "0000000000000000"
+    stop(systemd, "spt@lim")

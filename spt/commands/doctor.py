@@ -238,6 +238,25 @@ def check_open_files(soft: int, hard: int) -> Check:
     return Check("open files", OK, "%s: room for all %d devices" % (limit, MAX_DEVICES), soft)
 
 
+def check_jail(euid: int, host_namespaces: bool, probe_error: str | None) -> Check:
+    """`host_namespaces`: this process is in the host's PID and user
+    namespaces; `probe_error`: why a child could not enter new mount, IPC,
+    UTS and network namespaces (None: it could)."""
+    if euid != 0:
+        return Check("jail", OK, "uid %d: a launch keeps its uid and namespaces and gets the "
+                     "jail's rlimits (the rest of the jail is for root launches)" % euid, "limits")
+    if probe_error:
+        return Check("jail", WARN, "a root launch cannot enter its own namespaces here "
+                     "(unshare: %s): such launches are refused; --jail=off runs them without "
+                     "the jail (docs/security.md)" % probe_error, "unavailable")
+    if not host_namespaces:
+        return Check("jail", WARN, "root, but not in the host's PID and user namespaces: a "
+                     "root launch needs --user=UID[:GID] (a per-guest uid is not sound here) "
+                     "or --jail=limits", "needs --user")
+    return Check("jail", OK, "a root launch runs its guest as a uid and gid of its own in new "
+                 "mount (empty root), IPC, UTS and network namespaces", "full")
+
+
 def _limit(value: int) -> str:
     return "unlimited" if value == resource.RLIM_INFINITY else str(value)
 
@@ -375,6 +394,29 @@ def tun_problem() -> str | None:
     return None
 
 
+def jail_probe() -> str | None:
+    """Can a child of this process enter what a root launch's jail enters?"""
+    flags = 0x00020000 | 0x08000000 | 0x04000000 | 0x40000000  # NEWNS, NEWIPC, NEWUTS, NEWNET
+    libc = ctypes.CDLL(None, use_errno=True)
+    pid = os.fork()
+    if pid == 0:  # the child only tries, and reports the errno as its status
+        code = 0 if libc.unshare(flags) == 0 else (ctypes.get_errno() or 255)
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    return None if code == 0 else os.strerror(code) if code > 0 else "killed by signal %d" % -code
+
+
+def in_host_namespaces() -> bool:
+    from spt import jail
+
+    try:
+        return (os.stat("/proc/self/ns/pid").st_ino == jail.PROC_PID_INIT_INO
+                and os.stat("/proc/self/ns/user").st_ino == jail.PROC_USER_INIT_INO)
+    except OSError:
+        return False
+
+
 def cap_eff(status_text: str | None) -> int | None:
     for line in (status_text or "").splitlines():
         if line.startswith("CapEff:"):
@@ -427,6 +469,8 @@ def run_checks() -> list[Check]:
         check_net_privileges(cap_eff(status), os.getuid()),
         check_open_files(soft, hard),
         cache_check(),
+        check_jail(os.geteuid(), in_host_namespaces(),
+                   jail_probe() if os.geteuid() == 0 else None),
     ]
 
 

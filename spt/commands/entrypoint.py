@@ -16,9 +16,10 @@ supervisor stays in between. One start, in order (spt/netwire.py wires):
      the interface's MAC as the guest's net device),
   6. redirect the interface's ingress to the TAP,
   7. exec the trampoline through the launcher's last stage: no_new_privs and
-     an empty bounding set before the exec, every other capability dropped
-     by the trampoline once guest memory is mapped, and a stop handler kept
-     so that SIGTERM from the engine ends the guest (status 143).
+     an empty bounding set before the exec, the jail's rlimits (and --user's
+     ids, if given; the container is the jail's namespaces), every other
+     capability dropped by the trampoline, and a stop handler kept so that
+     SIGTERM from the engine ends the guest (status 143).
 
 A failure in 1-7 undoes what was done, prints one line `spt: ...` and exits
 1. The entrypoint's own options come first; the first word that is not one
@@ -147,6 +148,8 @@ def start(argv: list[str]) -> None:
 
     ep, solo5_argv = split_argv(argv)
     opts = launcher.parse_argv(solo5_argv)
+    if opts.jail == "auto":  # the container is the rest of the jail (docs/security.md)
+        opts = opts._replace(jail="limits")
     if not os.access(launcher.TRAMPOLINE, os.X_OK):
         raise SptError("cannot run the trampoline %s (build it with `make`)" % launcher.TRAMPOLINE)
     launcher.prepare(opts, "spt")
