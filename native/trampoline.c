@@ -68,6 +68,7 @@ struct final_args {          /* offset */
     uint64_t stack_top;      /* 72 %rsp for the guest: mem_size - 8 */
     uint64_t boot_info;      /* 80 %rdi for the guest: 0x11000 */
     uint64_t entry;          /* 88 */
+    uint64_t stop_at_entry;  /* 96 non-zero: int3 before the jump (--gdb) */
 };
 
 struct sock_fprog_raw {
@@ -387,6 +388,7 @@ void tramp_main(long *sp)
         .stack_top = stack_top,
         .boot_info = plan->boot_addr,
         .entry = plan->entry,
+        .stop_at_entry = plan->flags & SPT_PLAN_STOP_AT_ENTRY,
     };
 
     setup_yield(plan, (const void *)(base + plan->epoll_off));

@@ -28,9 +28,11 @@ TRAMPOLINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libexec",
 TRAMPOLINE_BASE = 0x700000000000
 
 
-class Options(namedtuple("Options", "kernel args mem_mib x_exec_heap devices")):
+class Options(namedtuple("Options", "kernel args mem_mib x_exec_heap devices debug",
+                         defaults=(None,))):
     """The parsed command line; `devices` maps (module, NAME) to its
-    {setting: value}, in the order first given."""
+    {setting: value}, in the order first given; `debug` is None or the
+    spt.debug.DebugOptions of --gdb/--dumpcore."""
 
     __slots__ = ()
 
@@ -55,6 +57,11 @@ def usage() -> str:
         "Debug options:",
         "  [ --x-exec-heap ] make guest memory outside the image executable",
         "                    (WARNING: this gives up W^X protection)",
+        "  [ --gdb ] stop the guest before its first instruction and wait for a",
+        "            GDB remote connection on localhost (needs gdbserver)",
+        "  [ --gdb-port=1234 ] the TCP port --gdb listens on (default 1234)",
+        "  [ --dumpcore[=DIR] ] a guest that crashes leaves a core (in DIR, default",
+        "                       the current directory, as kernel.core_pattern allows)",
     ]
     return "\n".join(lines)
 
@@ -66,6 +73,7 @@ def parse_argv(argv: list[str]) -> Options:
 
     flags = options()
     mem_mib, x_exec_heap, devices = abi.DEFAULT_MEM_MIB, False, {}
+    debug = {}  # --gdb, --gdb-port, --dumpcore: spt.debug's, read only if given
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -85,6 +93,9 @@ def parse_argv(argv: list[str]) -> Options:
         if arg == "--mem" or arg.startswith("--mem="):
             mem_mib = core.parse_mem(arg.partition("=")[2])
             continue
+        if arg.partition("=")[0] in ("--gdb", "--gdb-port", "--dumpcore"):
+            debug[arg.partition("=")[0]] = arg
+            continue
         flag, colon, rest = arg[2:].partition(":") if arg.startswith("--") else ("", "", "")
         if not colon or flag not in flags:
             raise SptError("Invalid option: `%s'" % arg, usage=True)
@@ -100,7 +111,14 @@ def parse_argv(argv: list[str]) -> Options:
     if i >= len(argv):
         raise SptError("Missing KERNEL operand", usage=True)
     return Options(kernel=argv[i], args=argv[i + 1:], mem_mib=mem_mib,
-                   x_exec_heap=x_exec_heap, devices=devices)
+                   x_exec_heap=x_exec_heap, devices=devices,
+                   debug=_debug_options(debug) if debug else None)
+
+
+def _debug_options(given: dict):
+    from spt import debug
+
+    return debug.parse_options(given)
 
 
 class Usage(Exception):
@@ -298,6 +316,10 @@ def prepare(opts: Options, prog: str = PROG) -> None:
 def start(opts: Options, timer=None) -> None:
     """Options -> a running guest in this very process (or, with
     SPT_PLAN_DUMP, the plan written out)."""
+    if opts.debug is not None:  # --gdb, --dumpcore: a room of their own
+        from spt import debug
+
+        return debug.start(opts, timer)
     prepare(opts)
 
     from spt.image import open_kernel

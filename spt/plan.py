@@ -16,6 +16,7 @@ PLAN_MAGIC = b"SPTPLAN1"
 PLAN_VERSION = 1
 FLAG_X_EXEC_HEAP = 0x1
 FLAG_STOP_ON_TERM = 0x2
+FLAG_STOP_AT_ENTRY = 0x4
 
 # struct spt_plan (plan.h): the field names, in order, and their formats.
 HEADER_FIELDS = (

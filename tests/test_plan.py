@@ -59,6 +59,7 @@ def c_layout(tmp_path_factory) -> dict:
               'printf("const version %d\\n", SPT_PLAN_VERSION);',
               'printf("const x_exec_heap %u\\n", SPT_PLAN_X_EXEC_HEAP);',
               'printf("const stop_on_term %u\\n", SPT_PLAN_STOP_ON_TERM);',
+              'printf("const stop_at_entry %u\\n", SPT_PLAN_STOP_AT_ENTRY);',
               "return 0; }"]
     out = compile_and_run(tmp_path_factory.mktemp("plan_h"), "\n".join(lines) + "\n")
     layout: dict = {}
@@ -118,6 +119,7 @@ def test_plan_constants_agree(c_layout):
     assert int(const["version"]) == plan.PLAN_VERSION
     assert int(const["x_exec_heap"]) == plan.FLAG_X_EXEC_HEAP
     assert int(const["stop_on_term"]) == plan.FLAG_STOP_ON_TERM
+    assert int(const["stop_at_entry"]) == plan.FLAG_STOP_AT_ENTRY
 
 
 # --- the packed plan -------------------------------------------------------------
