@@ -217,7 +217,7 @@ def serve_gdb(opts, timer, port: int, core_dir: str | None) -> None:
     server = gdbserver_path()
     if server is None:
         raise SptError("--gdb needs gdbserver (Debian package gdbserver), not found in PATH")
-    listener = listen(port)
+    listen(port).close()  # a port in use fails now, before anything is prepared
     libc = _libc()
     parent = os.getpid()
     sys.stdout.flush()
@@ -225,9 +225,11 @@ def serve_gdb(opts, timer, port: int, core_dir: str | None) -> None:
     pid = os.fork()
     if pid == 0:
         # The guest-to-be: traced by the parent from here on, killed with it,
-        # and attachable by the parent's gdbserver under yama ptrace_scope 1.
-        listener.close()
+        # attachable by the parent's gdbserver under yama ptrace_scope 1, and
+        # its own process group, which is where gdbserver sends gdb's Ctrl-C.
         import prctl
+
+        os.setpgid(0, 0)
 
         prctl.set_pdeathsig(signal.SIGKILL)
         if os.getppid() != parent:
@@ -239,11 +241,7 @@ def serve_gdb(opts, timer, port: int, core_dir: str | None) -> None:
         _ptrace(libc, PTRACE_TRACEME, 0)
         become_guest(opts, timer, _stop_flag(), core_dir)
         return  # SPT_PLAN_DUMP: the plan is written, exit 0
-    try:
-        status = run_session(libc, pid, listener, server, port, opts.kernel)
-    finally:
-        listener.close()
-    exit_like(status)
+    exit_like(run_session(libc, pid, server, port, opts.kernel))
 
 
 def _stop_flag() -> int:
@@ -252,18 +250,26 @@ def _stop_flag() -> int:
     return plan.FLAG_STOP_AT_ENTRY
 
 
-def run_session(libc, pid: int, listener: socket.socket, server: str, port: int,
-                kernel: str) -> int:
+def run_session(libc, pid: int, server: str, port: int, kernel: str) -> int:
     """Wait for the guest's stop at its entry, then for a debugger, then
-    for the guest's end. Returns the guest's wait status."""
+    for the guest's end. Returns the guest's wait status. The port listens
+    only once the guest waits at its entry: a debugger that connects
+    earlier is refused and retries (gdb does, for `tcp connect-timeout`)."""
     status = wait_for_entry(libc, pid)
     if status is not None:
         return status  # the launch failed (its message is out) or SPT_PLAN_DUMP
+    try:
+        listener = listen(port)
+    except SptError:
+        os.kill(pid, signal.SIGKILL)
+        raise
     print("solo5-spt: the guest is stopped before its first instruction; waiting for a "
           "debugger: gdb --ex='target remote localhost:%d' %s" % (port, kernel),
           file=sys.stderr, flush=True)
-    conn, _addr = listener.accept()  # meanwhile the guest waits in our ptrace stop
-    listener.close()
+    try:
+        conn, _addr = listener.accept()  # meanwhile the guest waits in our ptrace stop
+    finally:
+        listener.close()
     entry, saved = park_at_entry(libc, pid)
     ours, theirs = socket.socketpair()
     try:
@@ -422,6 +428,42 @@ def exit_like(status: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    signal.signal(sig, signal.SIG_DFL)
+    if sig not in (signal.SIGKILL, signal.SIGSTOP):  # those two cannot be handled anyway
+        signal.signal(sig, signal.SIG_DFL)
     os.kill(os.getpid(), sig)
     sys.exit(128 + sig)
+
+
+# --- what `spt doctor` asks ---------------------------------------------------
+
+def ptrace_problem() -> str | None:
+    """Can this process trace a child the way --gdb does (PTRACE_TRACEME,
+    then a stop the parent sees)? None if so, else why not."""
+    libc = _libc()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            if libc.ptrace(PTRACE_TRACEME, 0, None, None) == -1:
+                os._exit(10 + min(ctypes.get_errno(), 200))
+            os.kill(os.getpid(), signal.SIGSTOP)
+        finally:
+            os._exit(0)
+    try:
+        _pid, status = os.waitpid(pid, 0)
+        if os.WIFSTOPPED(status):
+            return None
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 0
+        return "PTRACE_TRACEME failed: %s" % (os.strerror(code - 10) if code >= 10
+                                             else "the child was not stopped")
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+
+
+def yama_scope() -> int | None:
+    """kernel.yama.ptrace_scope, or None without Yama."""
+    text = _read_text(YAMA_SCOPE).strip()
+    return int(text) if text.isdigit() else None

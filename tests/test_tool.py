@@ -392,7 +392,8 @@ def test_policy_refuses_two_views_on_stdout(guest, views):
 # --- spt doctor ----------------------------------------------------------------
 
 DOCTOR_CHECKS = ["kernel", "seccomp", "libseccomp", "python", "trampoline", "address space",
-                 "mmap_min_addr", "overcommit", "tun", "net privileges", "open files"]
+                 "mmap_min_addr", "overcommit", "tun", "net privileges", "open files",
+                 "debugging", "cores"]
 
 
 def doctor_json(**kwargs) -> tuple[int, dict]:
