@@ -8,12 +8,13 @@ them never does (tests/test_launch_path.py).
 flag more, SPT_PLAN_STOP_AT_ENTRY: it asks to be traced (PTRACE_TRACEME)
 before it execs the trampoline, and the trampoline's kept page executes an
 int3 right before the jump to the guest, after the filter is installed. The
-parent (this module, outside the guest) sees that trap, completes the jump
-for the stopped guest (%rip = entry, %rsp = mem_size - 8), detaches leaving
-it in a plain SIGSTOP stop and, once a debugger connects to localhost:PORT,
-runs Debian's gdbserver attached to the guest with the connection as its
-stdio. gdbserver serves the GDB protocol; when the guest exits, this process
-exits with the guest's status (or dies of the guest's signal).
+parent (this module, outside the guest) holds the guest in that trap until
+a debugger connects to 127.0.0.1:PORT, then completes the jump (%rip =
+entry, %rsp = mem_size - 8), parks the guest on its entry and hands it to
+Debian's gdbserver (`gdbserver --attach - PID`, the protocol on a socket
+pair this process relays to the debugger's connection). gdbserver serves the
+GDB protocol; when the guest exits, this process exits with the guest's
+status (or dies of the guest's signal).
 
 --dumpcore[=DIR] raises RLIMIT_CORE and, right before the exec, moves the
 launch into DIR, where the kernel writes a relative core_pattern's core.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SOLO5_SPT, assert_refused, read_line, spt_run, stop, which
+from conftest import SOLO5_SPT, SPT, assert_refused, read_line, spt_run, stop, which
 from hostile_util import fd_table
 from spt import abi, launcher, plan
 
@@ -250,6 +250,25 @@ def test_a_waiting_guest_runs_under_the_same_filter_fds_and_mappings(
         time.sleep(0.05)
 
 
+def test_spt_debug_runs_both_steps_in_one_terminal(guest):
+    # gdb reads its commands from a stdin that is not a terminal.
+    commands = "break solo5_app_main\ncontinue\nbt\nprint debuggee_counter\ncontinue\n"
+    proc = subprocess.run([SPT, "debug", "--mem=%d" % MEM_MIB, guest("debuggee"), "9"],
+                          input=commands, capture_output=True, text=True, timeout=GDB_TIMEOUT)
+    assert "Breakpoint 1, solo5_app_main" in proc.stdout, proc.stdout + proc.stderr
+    assert "guest_main" in proc.stdout and "$1 = 0" in proc.stdout, proc.stdout
+    assert "debuggee: counter=3" in proc.stdout
+    assert proc.returncode == 9, proc.stderr
+
+
+def test_spt_debug_refuses_its_own_options_in_the_launch(guest):
+    proc = subprocess.run([SPT, "debug", "--gdb", guest("hello")], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stderr.startswith("spt: spt debug runs solo5-spt"), \
+        proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 # --- cores ------------------------------------------------------------------------
 
 def _plain_core_pattern() -> str:
@@ -332,6 +351,29 @@ def test_gdb_on_a_port_in_use_is_refused_before_the_launch(guest):
         proc = spt_run("--gdb", "--gdb-port=%d" % port, guest("hello"))
     assert_refused(proc, "--gdb-port=%d" % port, "cannot listen")
     assert "hello" not in proc.stdout
+
+
+def test_a_gdbserver_that_cannot_attach_leaves_no_guest_behind(session, guest, tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "gdbserver").write_text("#!/bin/sh\nexit 3\n")  # as if ptrace were refused
+    (fake / "gdbserver").chmod(0o755)
+    s = session(guest("hello"), env=dict(os.environ, PATH="%s:%s" % (fake, os.environ["PATH"])))
+    assert "waiting for a debugger" in read_line(s.proc.stderr, timeout=60)
+    [pid] = _children(s.proc.pid)
+    deadline = time.monotonic() + 60
+    while True:  # the test is the debugger: connect, polling with a bound
+        try:
+            conn = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+            break
+        except ConnectionRefusedError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    with conn:
+        assert s.wait() == 1
+    rest = s.proc.stderr.read().decode()
+    assert "could not attach to the guest" in rest and "Traceback" not in rest, rest
+    assert "Z" in _status(pid).get("State", "Z")  # killed (a zombie until reaped), not spinning
 
 
 def test_gdb_with_a_bad_kernel_is_one_line(tmp_path):
