@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -41,8 +42,9 @@ def file_bytes_at(kernel: str, addr: int, n: int) -> bytes:
     with open(kernel, "rb") as f:
         elf = ELFFile(f)
         for seg in elf.iter_segments():
-            if seg["p_type"] == "PT_LOAD" and seg["p_vaddr"] <= addr < seg["p_vaddr"] + seg["p_filesz"]:
-                f.seek(seg["p_offset"] + addr - seg["p_vaddr"])
+            start = seg["p_vaddr"]
+            if seg["p_type"] == "PT_LOAD" and start <= addr < start + seg["p_filesz"]:
+                f.seek(seg["p_offset"] + addr - start)
                 return f.read(n)
     raise AssertionError("%#x is not in the file" % addr)
 
@@ -288,8 +290,11 @@ def test_gdb_reads_a_crashed_guests_core(guest, tmp_path, kernel, args, signame,
     _plain_core_pattern()
     cores = tmp_path / "cores"
     cores.mkdir()
-    kernel = guest(kernel)
-    proc = spt_run("--dumpcore=%s" % cores, "--mem=%d" % MEM_MIB, kernel, *args, timeout=120)
+    shutil.copy(guest(kernel), tmp_path / "k.spt")
+    kernel = str(tmp_path / "k.spt")
+    # Both paths relative: KERNEL is opened before the launch moves into DIR.
+    proc = spt_run("--dumpcore=cores", "--mem=%d" % MEM_MIB, "k.spt", *args, timeout=120,
+                   cwd=tmp_path)
     assert proc.returncode == -getattr(signal, signame), proc.stderr
     assert str(cores) in proc.stderr.splitlines()[0]
     [core] = list(cores.iterdir())
