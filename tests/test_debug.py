@@ -191,8 +191,19 @@ def test_gdb_interrupts_a_running_guest_and_kills_it(session, guest):
 
 
 def _children(pid: int) -> list[int]:
-    text = Path("/proc/%d/task/%d/children" % (pid, pid)).read_text()
-    return [int(p) for p in text.split()]
+    """The guest among solo5-spt's children (gdbserver is the other one)."""
+    try:
+        text = Path("/proc/%d/task/%d/children" % (pid, pid)).read_text()
+    except OSError:
+        return []
+    kids = []
+    for kid in (int(p) for p in text.split()):
+        try:
+            if Path("/proc/%d/comm" % kid).read_text().startswith(("spt:", "solo5-spt", "python")):
+                kids.append(kid)
+        except OSError:
+            pass
+    return kids
 
 
 def _status(pid: int) -> dict:
