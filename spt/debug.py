@@ -284,6 +284,9 @@ def run_session(libc, pid: int, server: str, port: int, kernel: str) -> int:
     try:
         if not wait_attached(pid, proc):
             os.kill(pid, signal.SIGKILL)
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
             raise SptError("--gdb: %s could not attach to the guest (see `spt doctor`)"
                            % server)
         write_guest(pid, entry, saved)  # the guest's own first instruction again
