@@ -27,6 +27,7 @@
 /* flags */
 #define SPT_PLAN_X_EXEC_HEAP 0x1u /* guest memory outside segments is RWX */
 #define SPT_PLAN_STOP_ON_TERM 0x2u /* SIGTERM/SIGINT/SIGHUP end the guest (PID 1) */
+#define SPT_PLAN_STOP_AT_ENTRY 0x4u /* trap (int3) right before the jump: --gdb (spt/debug.py) */
 
 struct spt_plan {                /* offset */
     char     magic[8];           /*   0 SPT_PLAN_MAGIC, no NUL */

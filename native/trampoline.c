@@ -71,6 +71,7 @@ struct final_args {          /* offset */
     uint64_t stack_top;      /* 72 the guest's sp: mem_size - ARCH_STACK_GAP */
     uint64_t boot_info;      /* 80 the guest's first argument: 0x11000 */
     uint64_t entry;          /* 88 */
+    uint64_t stop_at_entry;  /* 96 non-zero: int3 before the jump (--gdb) */
 };
 
 struct sock_fprog_raw {
@@ -410,6 +411,7 @@ void tramp_main(long *sp)
         .stack_top = stack_top,
         .boot_info = plan->boot_addr,
         .entry = plan->entry,
+        .stop_at_entry = plan->flags & SPT_PLAN_STOP_AT_ENTRY,
     };
 
     setup_yield(plan, (const void *)(base + plan->epoll_off));

@@ -28,11 +28,12 @@ TRAMPOLINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libexec",
 TRAMPOLINE_BASE = 0x700000000000
 
 
-class Options(namedtuple("Options", "kernel args mem_mib x_exec_heap devices jail user",
-                         defaults=("auto", None))):
+class Options(namedtuple("Options", "kernel args mem_mib x_exec_heap devices jail user debug",
+                         defaults=("auto", None, None))):
     """The parsed command line; `devices` maps (module, NAME) to its
     {setting: value}, in the order first given; `jail` and `user` are
-    --jail and --user (spt/jail.py)."""
+    --jail and --user (spt/jail.py); `debug` is None or the
+    spt.debug.DebugOptions of --gdb/--dumpcore."""
 
     __slots__ = ()
 
@@ -62,6 +63,11 @@ def usage() -> str:
         "Debug options:",
         "  [ --x-exec-heap ] make guest memory outside the image executable",
         "                    (WARNING: this gives up W^X protection)",
+        "  [ --gdb ] stop the guest before its first instruction and wait for a",
+        "            GDB remote connection on localhost (needs gdbserver)",
+        "  [ --gdb-port=1234 ] the TCP port --gdb listens on (default 1234)",
+        "  [ --dumpcore[=DIR] ] a guest that crashes leaves a core (in DIR, default",
+        "                       the current directory, as kernel.core_pattern allows)",
     ]
     return "\n".join(lines)
 
@@ -74,6 +80,7 @@ def parse_argv(argv: list[str]) -> Options:
     flags = options()
     mem_mib, x_exec_heap, devices = abi.DEFAULT_MEM_MIB, False, {}
     jail_mode, user = "auto", None
+    debug = {}  # --gdb, --gdb-port, --dumpcore: spt.debug's, read only if given
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -101,6 +108,9 @@ def parse_argv(argv: list[str]) -> Options:
             else:
                 jail_mode = jail.parse_mode(arg[7:])
             continue
+        if arg.partition("=")[0] in ("--gdb", "--gdb-port", "--dumpcore"):
+            debug[arg.partition("=")[0]] = arg
+            continue
         flag, colon, rest = arg[2:].partition(":") if arg.startswith("--") else ("", "", "")
         if not colon or flag not in flags:
             raise SptError("Invalid option: `%s'" % arg, usage=True)
@@ -117,6 +127,14 @@ def parse_argv(argv: list[str]) -> Options:
         raise SptError("Missing KERNEL operand", usage=True)
     return Options(kernel=argv[i], args=argv[i + 1:], mem_mib=mem_mib,
                    x_exec_heap=x_exec_heap, devices=devices, jail=jail_mode, user=user)
+                   x_exec_heap=x_exec_heap, devices=devices,
+                   debug=_debug_options(debug) if debug else None)
+
+
+def _debug_options(given: dict):
+    from spt import debug
+
+    return debug.parse_options(given)
 
 
 class Usage(Exception):
@@ -319,6 +337,10 @@ def prepare(opts: Options, prog: str = PROG) -> None:
 def start(opts: Options, timer=None) -> None:
     """Options -> a running guest in this very process (or, with
     SPT_PLAN_DUMP, the plan written out)."""
+    if opts.debug is not None:  # --gdb, --dumpcore: a room of their own
+        from spt import debug
+
+        return debug.start(opts, timer)
     prepare(opts)
 
     from spt.image import open_kernel

@@ -35,7 +35,7 @@ def test_launch_never_imports_the_operator_tool_stack(kernel_copy, tmp_path):
         proc, names = imported_modules(["--mem=8", kernel_copy], {}, tmp_path / "cache")
         assert proc.returncode == 0, proc.stderr
         assert "spt.launcher" in names
-        for heavy in ("typer", "click", "rich", "pyroute2", "spt.tool"):
+        for heavy in ("typer", "click", "rich", "pyroute2", "spt.tool", "spt.debug"):
             assert heavy not in names, (attempt, heavy)
     for heavy in ("json", "dataclasses", "inspect", "socket", "ctypes", "typing", "re"):
         assert heavy not in names, ("cache hit", heavy)

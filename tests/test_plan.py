@@ -64,6 +64,7 @@ def c_layout(tmp_path_factory) -> dict:
               'printf("const jail_namespaces %u\\n", SPT_JAIL_NAMESPACES);',
               'printf("const jail_ids %u\\n", SPT_JAIL_IDS);',
               'printf("const jail_limits %u\\n", SPT_JAIL_LIMITS);',
+              'printf("const stop_at_entry %u\\n", SPT_PLAN_STOP_AT_ENTRY);',
               "return 0; }"]
     out = compile_and_run(tmp_path_factory.mktemp("plan_h"), "\n".join(lines) + "\n")
     layout: dict = {}
@@ -126,6 +127,7 @@ def test_plan_constants_agree(c_layout):
     assert int(const["jail_namespaces"]) == plan.JAIL_NAMESPACES
     assert int(const["jail_ids"]) == plan.JAIL_IDS
     assert int(const["jail_limits"]) == plan.JAIL_LIMITS
+    assert int(const["stop_at_entry"]) == plan.FLAG_STOP_AT_ENTRY
 
 
 # --- the packed plan -------------------------------------------------------------

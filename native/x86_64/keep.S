@@ -26,6 +26,14 @@ spt_keep_start:
  * 4. Zero the scratch area (filter, fprog, these arguments), clear the
  *    registers the guest must not read anything from, and jump to the entry
  *    with %rdi = boot info, as the spt ABI specifies.
+ *
+ * With a->stop_at_entry (solo5-spt --gdb) an int3 comes right before the
+ * final `ret`, after the filter is in place: a trap, not a system call, so
+ * the allow-list is the same. The tracer (spt/debug.py) sees SIGTRAP with
+ * every register as the guest gets it and the entry on top of the stack; it
+ * completes the `ret` itself (%rip = entry, %rsp += 8), so the debugger
+ * finds the guest stopped before its first instruction. Without a tracer
+ * the trap would kill the process, which is why only --gdb sets the flag.
  */
     .globl spt_final
     .type spt_final, @function
@@ -58,6 +66,7 @@ spt_final:
 
     mov     88(%rbx), %r13          /* a->entry */
     mov     80(%rbx), %r14          /* a->boot_info */
+    mov     96(%rbx), %r15          /* a->stop_at_entry */
     mov     56(%rbx), %rdi          /* a->scratch_lo */
     mov     64(%rbx), %rcx          /* a->scratch_hi */
     sub     %rdi, %rcx
@@ -78,9 +87,13 @@ spt_final:
     xor     %r11d, %r11d
     xor     %r12d, %r12d
     xor     %r14d, %r14d
-    xor     %r15d, %r15d
     push    %r13
     xor     %r13d, %r13d
+    test    %r15, %r15
+    jz      3f
+    xor     %r15d, %r15d            /* the same registers and flags as below */
+    int3                            /* --gdb: the tracer pops the entry */
+3:  xor     %r15d, %r15d
     ret                             /* pops the entry: %rsp = mem_size - 8 again */
 
 /* stderr is closed by now, so a failure here can only exit with status 1. */

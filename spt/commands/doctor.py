@@ -257,6 +257,51 @@ def check_jail(euid: int, host_namespaces: bool, probe_error: str | None) -> Che
                  "mount (empty root), IPC, UTS and network namespaces", "full")
 
 
+CAP_SYS_PTRACE = 19
+
+
+def check_debugging(gdbserver: str | None, gdb: str | None, scope: int | None,
+                    ptrace_problem: str | None, cap_eff: int | None) -> Check:
+    """Can `solo5-spt --gdb` work here? `scope` is kernel.yama.ptrace_scope
+    (None: no Yama), `ptrace_problem` why a traced child could not be
+    stopped (None: it could)."""
+    if ptrace_problem:
+        return Check("debugging", WARN, "solo5-spt --gdb cannot trace the guest: %s"
+                     % ptrace_problem)
+    if scope == 3:
+        return Check("debugging", WARN, "kernel.yama.ptrace_scope = 3: no process may use "
+                     "ptrace, so solo5-spt --gdb cannot hand the guest to gdbserver", scope)
+    if scope == 2 and not (cap_eff is not None and cap_eff >> CAP_SYS_PTRACE & 1):
+        return Check("debugging", WARN, "kernel.yama.ptrace_scope = 2 and no CAP_SYS_PTRACE: "
+                     "gdbserver cannot attach to the guest (run solo5-spt --gdb as root)", scope)
+    if gdbserver is None:
+        return Check("debugging", WARN, "gdbserver is not installed (Debian package "
+                     "gdbserver): solo5-spt --gdb cannot serve the GDB protocol")
+    yama = ("no Yama" if scope is None else
+            "yama ptrace_scope %d%s" % (scope, ", lifted for the launcher with PR_SET_PTRACER"
+                                        if scope == 1 else ""))
+    client = gdb or "not found (Debian package gdb)"
+    return Check("debugging", OK, "solo5-spt --gdb works: ptrace permitted (%s), gdbserver "
+                 "%s; the gdb client: %s" % (yama, gdbserver, client), gdbserver)
+
+
+def check_cores(pattern: str | None, hard: int, root: bool) -> Check:
+    """Where a crashing guest's core goes with --dumpcore: `pattern` is
+    kernel.core_pattern, `hard` the hard RLIMIT_CORE."""
+    from spt.debug import core_destination
+
+    if pattern is None:
+        return Check("cores", WARN, "cannot read kernel.core_pattern")
+    if not pattern:
+        return Check("cores", WARN, "kernel.core_pattern is empty: a crashing guest leaves "
+                     "no core", pattern)
+    if hard == 0 and not root:
+        return Check("cores", WARN, "the hard RLIMIT_CORE is 0: --dumpcore cannot enable "
+                     "cores", pattern)
+    return Check("cores", OK, "with --dumpcore[=DIR], %s"
+                 % core_destination(pattern, "DIR"), pattern)
+
+
 def _limit(value: int) -> str:
     return "unlimited" if value == resource.RLIM_INFINITY else str(value)
 
@@ -471,6 +516,9 @@ def run_checks() -> list[Check]:
         cache_check(),
         check_jail(os.geteuid(), in_host_namespaces(),
                    jail_probe() if os.geteuid() == 0 else None),
+        debugging_check(status),
+        check_cores(_read_core_pattern(), resource.getrlimit(resource.RLIMIT_CORE)[1],
+                    os.geteuid() == 0),
     ]
 
 
@@ -483,6 +531,20 @@ def cache_check() -> Check:
     except OSError:
         entries = 0
     return check_cache(directory, cache.problem(directory), entries)
+
+
+def debugging_check(status: str | None) -> Check:
+    import shutil
+
+    from spt import debug
+
+    return check_debugging(debug.gdbserver_path(), shutil.which("gdb"), debug.yama_scope(),
+                           debug.ptrace_problem(), cap_eff(status))
+
+
+def _read_core_pattern() -> str | None:
+    text = _read("/proc/sys/kernel/core_pattern")
+    return text.rstrip("\n") if text is not None else None
 
 
 def summary(checks: list[Check]) -> str:
