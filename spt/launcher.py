@@ -126,8 +126,7 @@ def parse_argv(argv: list[str]) -> Options:
     if i >= len(argv):
         raise SptError("Missing KERNEL operand", usage=True)
     return Options(kernel=argv[i], args=argv[i + 1:], mem_mib=mem_mib,
-                   x_exec_heap=x_exec_heap, devices=devices, jail=jail_mode, user=user)
-                   x_exec_heap=x_exec_heap, devices=devices,
+                   x_exec_heap=x_exec_heap, devices=devices, jail=jail_mode, user=user,
                    debug=_debug_options(debug) if debug else None)
 
 
