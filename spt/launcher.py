@@ -40,11 +40,12 @@ def usage() -> str:
 
     lines = [
         "usage: %s [ OPTIONS ] [ -- ] KERNEL [ ARGS... ]" % PROG,
-        "KERNEL is the unikernel (an spt ABI-2 ELF) to run; ARGS become its command line.",
+        "KERNEL is the unikernel (an spt ELF of ABI version %s) to run; ARGS become its "
+        "command line." % " or ".join(str(v) for v in abi.ABI_VERSIONS),
         "Core options:",
         "  [ --mem=512 ] guest memory in MiB (default 512)",
         "  --help        show this text and exit",
-        "  --version     show the version and the ABI version and exit",
+        "  --version     show the version and the ABI versions it runs and exit",
     ]
     for module in modules():
         lines.append("%s options (NAME is a device in the unikernel's manifest):"
@@ -82,8 +83,8 @@ def parse_argv(argv: list[str]) -> Options:
         if arg == "--x-exec-heap":
             x_exec_heap = True
             continue
-        if arg == "--mem" or arg.startswith("--mem="):
-            mem_mib = core.parse_mem(arg.partition("=")[2])
+        if arg.startswith("--mem="):
+            mem_mib = core.parse_mem(arg[len("--mem="):])
             continue
         flag, colon, rest = arg[2:].partition(":") if arg.startswith("--") else ("", "", "")
         if not colon or flag not in flags:
@@ -91,8 +92,10 @@ def parse_argv(argv: list[str]) -> Options:
         module, opt = flags[flag]
         name, eq, value = rest.partition("=")
         if not eq or not valid_name(name):
-            raise SptError("Malformed argument to --%s: expected --%s:NAME=%s with NAME "
-                           "1 to %d of [A-Za-z0-9]" % (flag, flag, opt.metavar, abi.MFT_NAME_MAX))
+            # Solo5's words (its parser does not take the option), then why
+            raise SptError("Invalid option: `%s' (Malformed argument to --%s: expected "
+                           "--%s:NAME=%s with NAME 1 to %d of [A-Za-z0-9])"
+                           % (arg, flag, flag, opt.metavar, abi.MFT_NAME_MAX), usage=True)
         settings = devices.setdefault((module, name), {})
         if opt.key in settings:
             raise SptError("--%s:%s given more than once" % (flag, name))
@@ -101,6 +104,15 @@ def parse_argv(argv: list[str]) -> Options:
         raise SptError("Missing KERNEL operand", usage=True)
     return Options(kernel=argv[i], args=argv[i + 1:], mem_mib=mem_mib,
                    x_exec_heap=x_exec_heap, devices=devices)
+
+
+def version_text() -> str:
+    """Solo5's shape, which probes parse: `PROG tender, version V`, then one
+    `ABI version N` line for every ABI version this tender runs. V is spt's
+    own version, prefixed `spt-` so that it is never read as a Solo5
+    release."""
+    return "\n".join(["%s tender, version spt-%s" % (PROG, __version__)]
+                     + ["ABI version %d" % v for v in abi.ABI_VERSIONS])
 
 
 class Usage(Exception):
@@ -125,9 +137,11 @@ def check_devices(opts: Options, manifest) -> None:
     unattached = [e for e in manifest.devices
                   if not any(n == e.name and m.TYPE == e.type for m, n in opts.devices)]
     if unattached:
+        # Solo5 prints one line per device, then this last one; spt's one
+        # line holds them all, in the same words.
         raise SptError(" ".join("Device '%s' of type %s declared but not attached."
                                 % (e.name, e.type_name) for e in unattached)
-                       + " All declared devices must be attached.")
+                       + " All declared devices must be attached. See --help for syntax.")
 
 
 def attach_devices(opts: Options, manifest) -> list:
@@ -381,8 +395,7 @@ def main(argv: list[str] | None = None) -> None:
         print(usage(), file=sys.stderr)
         sys.exit(1)
     except Version:
-        print("%s %s (spt, a Python tender)\nABI version %d" % (PROG, __version__, abi.ABI_VERSION),
-              file=sys.stderr)
+        print(version_text(), file=sys.stderr)
         sys.exit(0)
     except SptError as exc:
         print("%s: %s" % (PROG, exc), file=sys.stderr)
