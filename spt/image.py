@@ -93,12 +93,13 @@ def load(path: str, stream=None) -> Image:
         except (ELFError, ConstructError, struct.error, ValueError, OverflowError) as exc:
             raise invalid("not a valid ELF file (%s)" % _short(exc)) from None
         phdrs = _read_phdrs(stream, header["e_phoff"], header["e_phnum"], invalid)
-        target, version = _abi_note(stream, phdrs, fail, invalid)
+        heads = {}
+        target, version = _abi_note(stream, phdrs, fail, invalid, heads)
         if target != abi.ABI_TARGET_SPT:
             raise fail("Executable is not for the solo5-spt target")
         if version not in abi.ABI_VERSIONS:
             raise fail("Executable requests unsupported ABI version %d" % version)
-        mft = _manifest_note(stream, phdrs, fail, invalid)
+        mft = _manifest_note(stream, phdrs, fail, invalid, heads)
         segments, kernel_end = _load_segments(stream, phdrs, version, invalid)
         entry = header["e_entry"]
         if entry < abi.GUEST_MIN_ADDR:
@@ -219,8 +220,10 @@ def _read_at(stream, offset: int, size: int) -> bytes:
 
 
 def _find_note(stream, phdrs, note_type: int, align: int, max_descsz: int, invalid,
-               what: str) -> bytes | None:
-    """The content of the first Solo5 note of `note_type`, per spt-abi §1.1."""
+               what: str, heads: dict) -> bytes | None:
+    """The content of the first Solo5 note of `note_type`, per spt-abi §1.1.
+    `heads` keeps the note headers read so far by program header index, so
+    that the search for the second note type reads none of them again."""
     for index, ph in enumerate(phdrs):
         if ph[0] != PT_NOTE:
             continue
@@ -229,7 +232,9 @@ def _find_note(stream, phdrs, note_type: int, align: int, max_descsz: int, inval
             raise invalid("program header %d: note segment too short (%d bytes)" % (index, filesz))
         if filesz < abi.NOTE_HEADER_SIZE:
             continue
-        head = _read_at(stream, offset, abi.NOTE_HEADER_SIZE)
+        head = heads.get(index)
+        if head is None:
+            head = heads[index] = _read_at(stream, offset, abi.NOTE_HEADER_SIZE)
         if len(head) < abi.NOTE_HEADER_SIZE:
             raise invalid("program header %d: note segment lies beyond the end of the file" % index)
         namesz, descsz, ntype = _NOTE_HEADER.unpack_from(head)
@@ -248,21 +253,22 @@ def _find_note(stream, phdrs, note_type: int, align: int, max_descsz: int, inval
     return None
 
 
-def _abi_note(stream, phdrs, fail, invalid) -> tuple[int, int]:
+def _abi_note(stream, phdrs, fail, invalid, heads: dict) -> tuple[int, int]:
     content = _find_note(stream, phdrs, abi.ABI1_NOTE_TYPE, abi.ABI1_NOTE_ALIGN,
-                         abi.ABI1_NOTE_MAX_DESCSZ, invalid, "")
+                         abi.ABI1_NOTE_MAX_DESCSZ, invalid, "", heads)
     if content is None or len(content) < _ABI1.size:
         raise fail("No Solo5 ABI information found in executable")
     target, version, _r0, _r1 = _ABI1.unpack_from(content)
     return target, version
 
 
-def _manifest_note(stream, phdrs, fail, invalid) -> manifest.Manifest:
+def _manifest_note(stream, phdrs, fail, invalid, heads: dict) -> manifest.Manifest:
     # A manifest too large for its note (more than 63 devices) is refused by
     # Solo5's note reader as an invalid executable; to the operator it is a
     # bad manifest too: the line says both.
     content = _find_note(stream, phdrs, abi.MFT1_NOTE_TYPE, abi.MFT1_NOTE_ALIGN,
-                         abi.MFT1_NOTE_MAX_DESCSZ, invalid, "Solo5 manifest is invalid: ")
+                         abi.MFT1_NOTE_MAX_DESCSZ, invalid, "Solo5 manifest is invalid: ",
+                         heads)
     if content is None:
         raise fail("No Solo5 manifest found in executable")
     try:
