@@ -153,7 +153,8 @@ def test_65535_headers_through_the_launcher(hello, tmp_path):
     proc = spt_run("--mem=8", bad, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr == ("solo5-spt: %s: Invalid or unsupported executable: program header "
-                           "%d: phdr[%d] requests WRITE and EXEC permissions\n" % (bad, last, last))
+                           "%d: phdr[%d] requests WRITE and EXEC permissions\n"
+                           % (bad, last, last))
 
 
 def test_abi1_checks_all_65535_bss_only_loads(hello, tmp_path):
