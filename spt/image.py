@@ -163,7 +163,8 @@ def open_kernel(path: str):
         os.close(fd)
         if stat.S_ISDIR(mode):  # Solo5's tender opens it, then fails to read it
             raise ImageError("%s: Is a directory (Could not open: not a regular file)" % path)
-        raise ImageError("%s: Could not open: not a regular file" % path)
+        # Solo5's tender reads a device or a FIFO and finds no ELF in it
+        raise ImageError("%s: %s: not a regular file" % (path, INVALID))
     os.set_blocking(fd, True)
     return os.fdopen(fd, "rb", buffering=0)
 

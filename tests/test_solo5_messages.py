@@ -111,6 +111,8 @@ ROWS = [
         lambda c: ["%s: Could not open: No such file or directory" % c.missing]),
     Row("kernel-directory", lambda c: [str(c.tmp)],
         lambda c: ["%s: Is a directory" % c.tmp]),
+    Row("kernel-device", lambda c: ["/dev/zero"],
+        lambda c: ["/dev/zero: Invalid or unsupported executable"], cause="not a regular file"),
     Row("no-abi-note", lambda c: [c.kernel("k.spt", lambda d: ec.set_note_header(
         d, ec.ABI1, n_type=0))],
         lambda c: ["%s: No Solo5 ABI information found in executable" % (c.tmp / "k.spt")]),
