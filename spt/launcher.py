@@ -304,8 +304,9 @@ def prepare(opts: Options, prog: str = PROG) -> None:
     """Before anything is opened: the --x-exec-heap warning, and the fd
     table cleared of everything inherited but the fds the options name."""
     if opts.x_exec_heap:
-        print("%s: WARNING: --x-exec-heap makes the guest's heap and stack executable"
-              % prog, file=sys.stderr)
+        # Solo5's words, which scripts may look for
+        print("%s: WARNING: The use of --x-exec-heap is dangerous and not recommended as it "
+              "makes the heap and stack executable." % prog, file=sys.stderr)
     sanitize_fds(inherited_fds(opts))
 
 

@@ -27,6 +27,7 @@ not in the table (docs/usage.md lists them).
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -48,6 +49,7 @@ class Row(NamedTuple):
     usage: bool = False  # the usage text follows (as with Solo5)
     net: bool = False  # runs inside the test's namespace, with its TAPs
     cause: str = ""  # spt's own detail after Solo5's words, which pins the cause
+    limit_as: int = 0  # run under this RLIMIT_AS (bytes)
 
 
 class Ctx:
@@ -103,6 +105,11 @@ ROWS = [
         lambda c: ["Invalid option: `--block-sector-size:storage=big'"], usage=True),
     Row("net-mac-malformed", lambda c: ["--net-mac:service0=nope", c.net],
         lambda c: ["Invalid option: `--net-mac:service0=nope'"], usage=True),
+    Row("mem-beyond-address-space", lambda c: ["--mem=%d" % (1 << 27), c.kernel("hello.spt")],
+        lambda c: ["Error allocating guest memory: Cannot allocate memory"]),
+    Row("mem-beyond-rlimit-as", lambda c: ["--mem=4096", c.kernel("hello.spt")],
+        lambda c: ["Error allocating guest memory: Cannot allocate memory"],
+        cause="RLIMIT_AS", limit_as=2 << 30),
     Row("cmdline-too-long", lambda c: ["--mem=8", c.kernel("hello.spt"), "x" * 8192],
         lambda c: ["Guest command line too long (max=8191 characters)"]),
 
@@ -214,6 +221,8 @@ ROWS = [
 
 # Refusals in Solo5's tender that cannot be provoked here, and why.
 UNREACHABLE = {
+    "Maximum guest memory size (N MB) exceeded.": "only a tender not built as PIE says it",
+    "Cowardly refusing to run with a sys_personality of READ_IMPLIES_EXEC": "a host fault",
     "PATH: Could not determine capacity": "lseek(SEEK_END) fails on no file spt accepts",
     "Module `NAME' setup failed": "no module's setup returns failure (they exit instead)",
     "seccomp_rule_add(...) failed / mmap / epoll_ctl failures": "host faults, not input",
@@ -256,7 +265,12 @@ def check_row(row: Row, ctx: Ctx, proc) -> None:
 
 @pytest.mark.parametrize("row", [r for r in ROWS if not r.net], ids=lambda r: r.id)
 def test_spt_says_what_solo5_says(row, ctx):
-    check_row(row, ctx, run([SOLO5_SPT, *row.argv(ctx)], timeout=30))
+    kwargs = {}
+    if row.limit_as:
+        def limit():
+            resource.setrlimit(resource.RLIMIT_AS, (row.limit_as, row.limit_as))
+        kwargs["preexec_fn"] = limit
+    check_row(row, ctx, run([SOLO5_SPT, *row.argv(ctx)], timeout=30, **kwargs))
 
 
 def test_spt_says_what_solo5_says_for_net_devices(ctx, tap, running):
