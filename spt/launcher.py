@@ -43,11 +43,12 @@ def usage() -> str:
 
     lines = [
         "usage: %s [ OPTIONS ] [ -- ] KERNEL [ ARGS... ]" % PROG,
-        "KERNEL is the unikernel (an spt ABI-2 ELF) to run; ARGS become its command line.",
+        "KERNEL is the unikernel (an spt ELF of ABI version %s) to run; ARGS become its "
+        "command line." % " or ".join(str(v) for v in abi.ABI_VERSIONS),
         "Core options:",
         "  [ --mem=512 ] guest memory in MiB (default 512)",
         "  --help        show this text and exit",
-        "  --version     show the version and the ABI version and exit",
+        "  --version     show the version and the ABI versions it runs and exit",
         "Jail options (docs/security.md):",
         "  [ --user=USER|UID[:GID] ] the uid and gid a root launch runs the guest as",
         "                    (default: a uid and gid of its own, 0x7E000000 + PID)",
@@ -97,8 +98,8 @@ def parse_argv(argv: list[str]) -> Options:
         if arg == "--x-exec-heap":
             x_exec_heap = True
             continue
-        if arg == "--mem" or arg.startswith("--mem="):
-            mem_mib = core.parse_mem(arg.partition("=")[2])
+        if arg.startswith("--mem="):
+            mem_mib = core.parse_mem(arg[len("--mem="):])
             continue
         if arg.startswith(("--user=", "--jail=")):
             from spt import jail
@@ -117,8 +118,10 @@ def parse_argv(argv: list[str]) -> Options:
         module, opt = flags[flag]
         name, eq, value = rest.partition("=")
         if not eq or not valid_name(name):
-            raise SptError("Malformed argument to --%s: expected --%s:NAME=%s with NAME "
-                           "1 to %d of [A-Za-z0-9]" % (flag, flag, opt.metavar, abi.MFT_NAME_MAX))
+            # Solo5's words (its parser does not take the option), then why
+            raise SptError("Invalid option: `%s' (Malformed argument to --%s: expected "
+                           "--%s:NAME=%s with NAME 1 to %d of [A-Za-z0-9])"
+                           % (arg, flag, flag, opt.metavar, abi.MFT_NAME_MAX), usage=True)
         settings = devices.setdefault((module, name), {})
         if opt.key in settings:
             raise SptError("--%s:%s given more than once" % (flag, name))
@@ -134,6 +137,15 @@ def _debug_options(given: dict):
     from spt import debug
 
     return debug.parse_options(given)
+
+
+def version_text() -> str:
+    """Solo5's shape, which probes parse: `PROG tender, version V`, then one
+    `ABI version N` line for every ABI version this tender runs. V is spt's
+    own version, prefixed `spt-` so that it is never read as a Solo5
+    release."""
+    return "\n".join(["%s tender, version spt-%s" % (PROG, __version__)]
+                     + ["ABI version %d" % v for v in abi.ABI_VERSIONS])
 
 
 class Usage(Exception):
@@ -158,9 +170,11 @@ def check_devices(opts: Options, manifest) -> None:
     unattached = [e for e in manifest.devices
                   if not any(n == e.name and m.TYPE == e.type for m, n in opts.devices)]
     if unattached:
+        # Solo5 prints one line per device, then this last one; spt's one
+        # line holds them all, in the same words.
         raise SptError(" ".join("Device '%s' of type %s declared but not attached."
                                 % (e.name, e.type_name) for e in unattached)
-                       + " All declared devices must be attached.")
+                       + " All declared devices must be attached. See --help for syntax.")
 
 
 def attach_devices(opts: Options, manifest) -> list:
@@ -328,8 +342,9 @@ def prepare(opts: Options, prog: str = PROG) -> None:
     """Before anything is opened: the --x-exec-heap warning, and the fd
     table cleared of everything inherited but the fds the options name."""
     if opts.x_exec_heap:
-        print("%s: WARNING: --x-exec-heap makes the guest's heap and stack executable"
-              % prog, file=sys.stderr)
+        # Solo5's words, which scripts may look for
+        print("%s: WARNING: The use of --x-exec-heap is dangerous and not recommended as it "
+              "makes the heap and stack executable." % prog, file=sys.stderr)
     sanitize_fds(inherited_fds(opts))
 
 
@@ -426,8 +441,7 @@ def main(argv: list[str] | None = None) -> None:
         print(usage(), file=sys.stderr)
         sys.exit(1)
     except Version:
-        print("%s %s (spt, a Python tender)\nABI version %d" % (PROG, __version__, abi.ABI_VERSION),
-              file=sys.stderr)
+        print(version_text(), file=sys.stderr)
         sys.exit(0)
     except SptError as exc:
         print("%s: %s" % (PROG, exc), file=sys.stderr)

@@ -411,7 +411,10 @@ def spec_verdict(data: bytes, mem_size: int) -> Verdict:
     """Must a tender accept `data` with `mem_size` bytes of guest memory?
 
     Written from spt-abi §1-§2, plus the one rule spt adds: at least one
-    loadable segment (there is nothing to run otherwise)."""
+    loadable segment (there is nothing to run otherwise). ABI 1 images
+    (Solo5 v0.6.0-v0.7.5) go by their release's loader, which skips no
+    PT_LOAD: a bss-only one is checked and mapped like any other, and its
+    offset is never read (recorded as 0)."""
     if len(data) < 64 or data[:4] != b"\x7fELF":
         return _reject("not ELF")
     if data[4] != ec.ELFCLASS64 or data[5] != ec.ELFDATA2LSB:
@@ -436,7 +439,7 @@ def spec_verdict(data: bytes, mem_size: int) -> Verdict:
     if abi is None or len(abi) < 16:
         return _reject("no ABI1 note")
     target, version = struct.unpack_from("<II", abi)
-    if target != 2 or version != 2:
+    if target != 2 or version not in (1, 2):
         return _reject("ABI target %d version %d" % (target, version))
     mft, why = _find_note(data, phdrs, ec.MFT1, 8, MFT1_MAX_DESCSZ)
     if why:
@@ -449,7 +452,7 @@ def spec_verdict(data: bytes, mem_size: int) -> Verdict:
 
     segments, prev_vaddr, prev_end = [], 0, 0
     for index, ph in enumerate(phdrs):
-        if ph["p_type"] != ec.PT_LOAD or ph["p_filesz"] == 0:
+        if ph["p_type"] != ec.PT_LOAD or (ph["p_filesz"] == 0 and version == 2):
             continue
         vaddr, filesz, memsz = ph["p_vaddr"], ph["p_filesz"], ph["p_memsz"]
         align, flags, offset = ph["p_align"], ph["p_flags"], ph["p_offset"]
@@ -471,7 +474,9 @@ def spec_verdict(data: bytes, mem_size: int) -> Verdict:
             return _reject("phdr %d: not page-aligned" % index)
         if flags & ec.PF_W and flags & ec.PF_X:
             return _reject("phdr %d: W+X" % index)
-        if offset + filesz > len(data):
+        if filesz == 0:
+            offset = 0
+        elif offset + filesz > len(data):
             return _reject("phdr %d: short read" % index)
         segments.append((index, offset, vaddr, filesz, memsz, start, end, flags))
         prev_vaddr, prev_end = vaddr, end

@@ -83,8 +83,8 @@ def taps():
 
 
 @pytest.mark.parametrize("iface,reason", [
-    ("nosuchtap", "No such device"),
-    ("tapdown", "interface is down"),
+    ("nosuchtap", "No such file or directory"),
+    ("tapdown", "Network is down"),
     ("tun0", "not a TAP interface"),
 ])
 def test_unusable_tap_is_refused(workdir, taps, iface, reason):

@@ -140,8 +140,10 @@ def test_malformed_mem_is_refused(guest, value):
     assert line == "solo5-spt: Malformed argument to --mem"
 
 
-def test_mem_without_a_value_is_refused(guest):
-    assert_refused(spt_run("--mem", guest("hello")), "Malformed argument to --mem")
+def test_mem_without_a_value_is_refused_as_an_invalid_option(guest):
+    # Solo5's parser takes only --mem=N: a bare --mem is no option it knows
+    line = refused_with_usage(spt_run("--mem", guest("hello")))
+    assert line == "solo5-spt: Invalid option: `--mem'"
 
 
 @pytest.mark.parametrize("value", ["8", "08", "16"])
@@ -169,8 +171,11 @@ def test_option_no_module_takes_is_refused_with_usage(guest, option):
                               "non-ascii", "slash"])
 @pytest.mark.parametrize("flag", ["block", "block-sector-size", "net", "net-mac"])
 def test_device_name_outside_the_name_rules_is_refused(guest, flag, name):
-    refused_one_line(spt_run("--%s:%s=x" % (flag, name), guest("hello")),
-                     "Malformed argument to --%s" % flag, "1 to 67 of [A-Za-z0-9]")
+    # Solo5's parser does not take such an option: its words, then why
+    option = "--%s:%s=x" % (flag, name)
+    line = refused_with_usage(spt_run(option, guest("hello")),
+                              "Malformed argument to --%s" % flag, "1 to 67 of [A-Za-z0-9]")
+    assert line.startswith("solo5-spt: Invalid option: `%s' (" % option)
 
 
 @pytest.mark.parametrize("flag", ["block", "net"])
@@ -219,7 +224,7 @@ def test_declared_device_left_unattached_is_refused(guest, guest_name, unattache
     line = refused_one_line(spt_run("--mem=8", guest(guest_name)))
     for name, type_name in unattached:
         assert "Device '%s' of type %s declared but not attached." % (name, type_name) in line
-    assert line.endswith("All declared devices must be attached.")
+    assert line.endswith("All declared devices must be attached. See --help for syntax.")
 
 
 def test_only_the_unattached_device_is_named(guest, block_file):
@@ -245,12 +250,20 @@ def test_empty_block_file_is_refused_as_smaller_than_one_block(guest, block_file
                      "Backing storage must be at least 1 block")
 
 
-@pytest.mark.parametrize("value", ["511", "513", "0", "1000", "x", "", "256", "-512", "+512",
-                                   "5_12", "0x200", "65536", "1536"])
+@pytest.mark.parametrize("value", ["511", "513", "0", "1000", "256", "65536", "1536"])
 def test_bad_sector_size_is_refused(guest, block_file, value):
     line = refused_one_line(spt_run("--mem=8", "--block:storage=" + block_file(8192),
                                     "--block-sector-size:storage=" + value, guest("block")))
     assert line == ("solo5-spt: Block size must be a multiple of 2 greater than or equal 512")
+
+
+@pytest.mark.parametrize("value", ["x", "", "-512", "+512", "5_12", "0x200"])
+def test_sector_size_that_is_no_number_is_an_invalid_option(guest, block_file, value):
+    option = "--block-sector-size:storage=" + value
+    line = refused_with_usage(spt_run("--mem=8", "--block:storage=" + block_file(8192),
+                                      option, guest("block")))
+    assert line == ("solo5-spt: Invalid option: `%s' (Block size must be a multiple of 2 "
+                    "greater than or equal 512)" % option)
 
 
 @pytest.mark.parametrize("sector", [512, 1024, 4096, 32768])
@@ -277,7 +290,7 @@ def test_tap_that_does_not_exist_cannot_be_attached(guest, netns):
 def test_tap_that_is_down_cannot_be_attached(guest, netns):
     netns.check("ip", "tuntap", "add", "dev", "tapdown0", "mode", "tap")
     proc = netns.exec(SOLO5_SPT, "--mem=8", "--net:service0=tapdown0", guest("net"))
-    refused_one_line(proc, "Could not attach interface: tapdown0: interface is down")
+    refused_one_line(proc, "Could not attach interface: tapdown0: Network is down")
 
 
 def test_interface_that_is_not_a_tap_cannot_be_attached(guest, netns):
@@ -304,7 +317,7 @@ def test_image_for_another_target_is_refused(hello_bytes, tmp_path, target):
     refused_one_line(spt_run("--mem=8", path), "Executable is not for the solo5-spt target")
 
 
-@pytest.mark.parametrize("version", [1, 3])
+@pytest.mark.parametrize("version", [0, 3])
 def test_image_for_another_abi_version_is_refused(hello_bytes, tmp_path, version):
     path = craft(tmp_path, ec.set_abi1(hello_bytes, version=version))
     refused_one_line(spt_run("--mem=8", path),
@@ -332,11 +345,12 @@ def test_image_with_invalid_manifest_is_refused(hello_bytes, tmp_path, mutate):
 def test_nonexistent_kernel_is_refused(tmp_path):
     path = str(tmp_path / "missing.spt")
     line = refused_one_line(spt_run("--mem=8", path))
-    assert line == "solo5-spt: %s: No such file or directory" % path
+    assert line == "solo5-spt: %s: Could not open: No such file or directory" % path
 
 
 def test_directory_as_kernel_is_refused(tmp_path):
-    refused_one_line(spt_run("--mem=8", str(tmp_path)), str(tmp_path), "not a regular file")
+    refused_one_line(spt_run("--mem=8", str(tmp_path)), "%s: Is a directory" % tmp_path,
+                     "not a regular file")
 
 
 def test_fifo_as_kernel_is_refused_without_hanging(tmp_path):

@@ -293,7 +293,7 @@ def test_tun_device_node_is_made_where_the_engine_left_it_out(topology):
 
 def test_refused_when_the_kernel_is_missing(topology, tmp_path):
     _refused_unchanged(topology(), ["--mem=16", tmp_path / "missing.spt"],
-                       "missing.spt: No such file or directory")
+                       "missing.spt: Could not open: No such file or directory")
 
 
 def test_refused_for_a_kernel_without_net_device(topology):

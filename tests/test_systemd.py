@@ -147,7 +147,7 @@ def test_a_launch_refused_fails_the_start_with_the_launchers_line(systemd):
     systemd.path(disk).unlink()
     proc = start(systemd, "spt@gone")
     assert proc.returncode != 0
-    assert "solo5-spt: %s: No such file or directory" % disk in journal(systemd, "spt@gone")
+    assert "solo5-spt: Could not open block device: %s: No such file or directory" % disk in journal(systemd, "spt@gone")
     stop(systemd, "spt@gone")
 
 

@@ -151,7 +151,7 @@ BAD_IMAGE_MESSAGES = {
     "abi-version-3.spt": "Executable requests unsupported ABI version 3",
     "unterminated-name.spt": "Solo5 manifest is invalid",
     "no-manifest.spt": "No Solo5 manifest found in executable",
-    "i386.spt": "Exec format error: built for another architecture",
+    "i386.spt": "Invalid or unsupported executable: built for another architecture",
 }
 
 

@@ -379,8 +379,9 @@ def test_exec_refusals_are_the_launchers(root):
                             "block.storage = /srv/none.img\n")
     proc = spt("unit", "exec", "b", "--root", root)
     assert proc.returncode == 1
-    assert proc.stderr.splitlines() == ["solo5-spt: %s/srv/none.img: No such file or directory"
-                                        % root], proc.stderr
+    assert proc.stderr.splitlines() == [
+        "solo5-spt: Could not open block device: %s/srv/none.img: No such file or directory"
+        % root], proc.stderr
 
 
 # --- the sandbox, scored --------------------------------------------------------

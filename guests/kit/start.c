@@ -3,9 +3,15 @@
  */
 #include "kit.h"
 
-/* The ABI1 note: "this image is for target 2 (spt), ABI version 2". The
- * header is 20 bytes (namesz, descsz, type, "Solo5" padded to 8) and the
- * 16-byte content follows at offset 20 (4-byte alignment). */
+/* The ABI1 note: "this image is for target 2 (spt), ABI version N": 2 by
+ * default, 1 when built with -DKIT_ABI_VERSION=1 (out/NAME.abi1.spt, a
+ * kernel as Solo5 v0.6.0-v0.7.5 made them; the kit's segment layout is
+ * theirs already). The header is 20 bytes (namesz, descsz, type, "Solo5"
+ * padded to 8) and the 16-byte content follows at offset 20 (4-byte
+ * alignment). */
+#ifndef KIT_ABI_VERSION
+#define KIT_ABI_VERSION 2
+#endif
 struct kit_abi1_note {
     uint32_t namesz, descsz, type;
     char name[8];
@@ -15,7 +21,7 @@ struct kit_abi1_note {
 __attribute__((section(".note.solo5.abi"), used))
 const struct kit_abi1_note kit_abi1_note = {
     .namesz = 6, .descsz = 16, .type = 0x31494241, /* "ABI1" */
-    .name = "Solo5", .target = 2, .version = 2,
+    .name = "Solo5", .target = 2, .version = KIT_ABI_VERSION,
 };
 
 /* A PT_INTERP naming a file that does not exist, so that the host refuses

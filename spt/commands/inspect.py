@@ -85,6 +85,31 @@ def launch_line(doc: dict) -> str:
     return " ".join(shell_word(w) for w in words)
 
 
+def abi_description(version: int) -> dict:
+    """What spt knows of an spt ABI version: the Solo5 releases that build
+    kernels of it, the loader rule spt applies to it, and the guest-side
+    problems known of kernels of it."""
+    from spt import abi
+
+    info = abi.ABI_VERSIONS[version]
+    known = []
+    if info.yield_hang == "all":
+        known.append("solo5_yield may hang in the guest (%s; guests built with Solo5 %s or "
+                     "later are fixed, no tender can mend it)"
+                     % (abi.YIELD_HANG_ISSUE, abi.YIELD_HANG_FIXED))
+    elif info.yield_hang:
+        known.append("if built with Solo5 v0.8.x, solo5_yield may hang in the guest (%s; "
+                     "fixed in guests built with %s or later, no tender can mend it)"
+                     % (abi.YIELD_HANG_ISSUE, abi.YIELD_HANG_FIXED))
+    return {
+        "version": version,
+        "releases": info.releases,
+        "loader": ("PT_LOADs without file contents are skipped" if info.skips_empty_load
+                   else "every PT_LOAD is checked and mapped, bss-only ones included"),
+        "known_issues": known,
+    }
+
+
 def describe(image) -> dict:
     """The image as plain JSON data."""
     from spt import arch
@@ -94,6 +119,7 @@ def describe(image) -> dict:
         # The image passed the launcher's checks, so it is built for this host.
         "arch": arch.host().NAME,
         "abi": image.abi_json(),
+        "abi_info": abi_description(image.abi_version),
         "manifest": image.manifest.to_json(),
         "entry": image.entry,
         "segments": [
@@ -112,7 +138,11 @@ def render_text(doc: dict) -> str:
     lines = [
         "kernel      %s" % shown(doc["kernel"]),
         "arch        %s" % doc["arch"],
-        "abi         %s, version %d" % (abi["target"], abi["version"]),
+        "abi         %s, version %d (%s)" % (abi["target"], abi["version"],
+                                             doc["abi_info"]["releases"]),
+    ]
+    lines += ["note        %s" % issue for issue in doc["abi_info"]["known_issues"]]
+    lines += [
         "entry       %#x" % doc["entry"],
         "segments    %d to load:" % len(doc["segments"]),
     ]
@@ -141,7 +171,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     @one_line_errors
     def inspect(
-        kernel: str = typer.Argument(..., metavar="KERNEL", help="The unikernel (spt ABI-2 ELF)."),
+        kernel: str = typer.Argument(..., metavar="KERNEL", help="The unikernel (spt ABI-1 or ABI-2 ELF)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
         query: Query = typer.Option(None, "--query", case_sensitive=False,
                                     help="Print only the solo5-elftool-shaped object: "

@@ -25,15 +25,22 @@ BLKGETSIZE64 = 0x80081272
 
 def _parse_path(name: str, value: str) -> str:
     if not value:
-        raise SptError("Malformed argument to --block:%s=PATH: empty path" % name)
+        # Solo5's parser does not take the option: its words, then why
+        raise SptError("Invalid option: `--block:%s=' (Malformed argument to --block:%s=PATH: "
+                       "empty path)" % (name, name), usage=True)
     return value
 
 
 def _parse_sector_size(name: str, value: str) -> int:
     # digits only: int() would also take "+512", " 512", "5_12" and non-ASCII digits
-    size = int(value) if value.isascii() and value.isdigit() else 0
+    digits = value.isascii() and value.isdigit()
+    size = int(value) if digits else 0
     if size < abi.BLOCK_DEFAULT_SECTOR or size & (size - 1) or size > 0xFFFF:
-        raise SptError("Block size must be a multiple of 2 greater than or equal 512")
+        why = "Block size must be a multiple of 2 greater than or equal 512"
+        if not digits:  # Solo5's parser does not take a non-number at all
+            raise SptError("Invalid option: `--block-sector-size:%s=%s' (%s)"
+                           % (name, value, why), usage=True)
+        raise SptError(why)
     return size
 
 
@@ -74,7 +81,7 @@ def _open_storage(settings: dict, mode: int, exclusive: bool = False) -> tuple[i
     try:
         fd = os.open(path, flags)
     except OSError as exc:
-        raise SptError("%s: %s" % (path, exc.strerror)) from None
+        raise SptError("Could not open block device: %s: %s" % (path, exc.strerror)) from None
     try:
         fstype = filesystem_type(fd)
         if fstype in PSEUDO_FILESYSTEMS:
@@ -127,7 +134,7 @@ def check(settings: dict) -> None:
 def attach(entry: Entry, settings: dict) -> Attached:
     fd, path, sector = _open_storage(settings, os.O_RDWR, exclusive=True)
     try:
-        capacity = check_storage(fd, path, sector)
+        capacity = check_storage(fd, path, sector, entry.name)
         _lock(fd, path)
         os.set_blocking(fd, True)
     except BaseException:
@@ -141,16 +148,20 @@ def attach(entry: Entry, settings: dict) -> Attached:
     )
 
 
-def check_storage(fd: int, path: str, sector: int) -> int:
+def check_storage(fd: int, path: str, sector: int, name: str = "") -> int:
     """The capacity of the open storage, refused unless it is whole sectors,
-    at least one (`spt unit check` runs this on a read-only open)."""
+    at least one (`spt unit check` runs this on a read-only open). Solo5's
+    words name the device (`NAME: ...`, its NAME printed right-aligned in 67
+    columns, which spt does not pad); where the name is not at hand (spt
+    unit check), the path stands in its place."""
     capacity = _capacity(fd, path)
+    label, holder = (name, path) if name else (path, "it")
     if capacity % sector:
-        raise SptError("%s: Backing storage size must be block aligned (%d bytes, "
-                       "sector size %d)" % (path, capacity, sector))
+        raise SptError("%s: Backing storage size must be block aligned (%d bytes): "
+                       "%s holds %d bytes" % (label, sector, holder, capacity))
     if capacity < sector:
-        raise SptError("%s: Backing storage must be at least 1 block (%d bytes)"
-                       % (path, sector))
+        raise SptError("%s: Backing storage must be at least 1 block (%d bytes) in size: "
+                       "%s holds %d bytes" % (label, sector, holder, capacity))
     return capacity
 
 

@@ -59,12 +59,15 @@ def check_mem_limits(mem_size: int, kernel_end: int, ceiling: int) -> None:
         raise SptError("--mem=%d is too small for this unikernel (needs at least %d MiB)"
                        % (mib, min_mem_mib(kernel_end)))
     if mem_size > ceiling:
-        raise SptError("--mem=%d is beyond the address space spt can give a guest (%d MiB)"
+        # Solo5's tender fails its mmap of guest memory here: its words, then why
+        raise SptError("Error allocating guest memory: Cannot allocate memory (--mem=%d is "
+                       "beyond the address space spt can give a guest, %d MiB)"
                        % (mib, ceiling >> 20))
     soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
     if soft != resource.RLIM_INFINITY and mem_size + OVERHEAD_BYTES > soft:
-        raise SptError("--mem=%d is beyond this process's address-space limit "
-                       "(RLIMIT_AS %d MiB)" % (mib, soft >> 20))
+        raise SptError("Error allocating guest memory: Cannot allocate memory (--mem=%d is "
+                       "beyond this process's address-space limit, RLIMIT_AS %d MiB)"
+                       % (mib, soft >> 20))
 
 
 # Room the trampoline needs at the top of guest memory (filter, arguments),

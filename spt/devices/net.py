@@ -44,11 +44,20 @@ def _parse_target(name: str, value: str):
     """IFACE, or @FD for a TAP the caller already opened."""
     if value.startswith("@"):
         digits = value[1:]
-        if not (digits.isascii() and digits.isdigit()) or not 0 <= int(digits) < 1 << 31:
-            raise SptError("Malformed argument to --net:%s=@FD: %r" % (name, value))
+        # Solo5's tender reports these as `tap_attach: REASON`
+        if not (digits.isascii() and digits.isdigit()):
+            raise SptError("tap_attach: Invalid argument (Malformed argument to --net:%s=@FD: %r)"
+                           % (name, value))
+        if int(digits) >= 1 << 31:
+            raise SptError("tap_attach: Numerical result out of range (Malformed argument to "
+                           "--net:%s=@FD: %r)" % (name, value))
         return int(digits)
-    if not value or len(value) >= IFNAMSIZ or "/" in value or value.strip() != value:
-        raise SptError("Malformed argument to --net:%s=IFACE: %r" % (name, value))
+    if not value:  # Solo5's parser does not take the option
+        raise SptError("Invalid option: `--net:%s=' (Malformed argument to --net:%s=IFACE: "
+                       "empty IFACE)" % (name, name), usage=True)
+    if len(value) >= IFNAMSIZ or "/" in value or value.strip() != value:
+        raise SptError("Could not attach interface: %s: Invalid argument (Malformed argument "
+                       "to --net:%s=IFACE: %r)" % (value, name, value))
     return value
 
 
@@ -59,8 +68,10 @@ def _parse_mac(name: str, value: str) -> bytes:
             raise ValueError
         mac = bytes(int(p, 16) for p in parts)
     except ValueError:
-        raise SptError("Malformed argument to --net-mac:%s: %r is not a MAC address "
-                       "(xx:xx:xx:xx:xx:xx)" % (name, value)) from None
+        # Solo5's parser does not take the option: its words, then why
+        raise SptError("Invalid option: `--net-mac:%s=%s' (Malformed argument to --net-mac:%s: "
+                       "%r is not a MAC address (xx:xx:xx:xx:xx:xx))" % (name, value, name, value),
+                       usage=True) from None
     if mac[0] & 0x01:
         raise SptError("Malformed argument to --net-mac:%s: %s is a multicast address"
                        % (name, value))
@@ -194,6 +205,8 @@ def _flags(ifname: str) -> int:
     try:
         out = _ifreq_ioctl(SIOCGIFFLAGS, _IFREQ.pack(ifname.encode(), 0))
     except OSError as exc:
+        if exc.errno == 19:  # ENODEV: Solo5 says ENOENT's words for a missing interface
+            raise _fail(ifname, "No such file or directory (no such interface)") from None
         raise _fail(ifname, exc.strerror or str(exc)) from None
     return _IFREQ.unpack(out)[1]
 
@@ -243,24 +256,24 @@ def tunsetiff(fd: int, ifname: str) -> str:
 def _open_tap(ifname: str) -> int:
     flags = _flags(ifname)  # also: does it exist?
     if not flags & IFF_UP:
-        raise _fail(ifname, "interface is down")
+        raise _fail(ifname, "Network is down (interface is down)")
     try:
         fd = os.open(TUN_DEVICE, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise _fail(ifname, "%s: %s" % (TUN_DEVICE, exc.strerror)) from None
+        raise _fail(ifname, "%s (%s)" % (exc.strerror, TUN_DEVICE)) from None
     try:
         got = tunsetiff(fd, ifname)
     except OSError as exc:
         os.close(fd)
         reason = exc.strerror or str(exc)
         if exc.errno == 16:  # EBUSY: another process holds the TAP
-            reason = "already in use by another process (%s)" % reason
+            reason = "%s (already in use by another process)" % reason
         elif exc.errno == 22:  # EINVAL: exists but is not a TAP (e.g. a TUN)
-            reason = "not a TAP interface (%s)" % reason
+            reason = "%s (not a TAP interface)" % reason
         raise _fail(ifname, reason) from None
     if got != ifname:
         os.close(fd)
-        raise _fail(ifname, "the kernel attached %r instead" % got)
+        raise _fail(ifname, "Invalid argument (the kernel attached %r instead)" % got)
     return fd
 
 

@@ -202,7 +202,7 @@ def launch_refused(guest, tap, target: str, **kwargs):
 
 def test_missing_interface_is_refused(guest, tap):
     line = launch_refused(guest, tap, "nosuch0")
-    assert "nosuch0: No such device" in line
+    assert "nosuch0: No such file or directory" in line
 
 
 def test_interface_down_is_refused(guest, tap):
