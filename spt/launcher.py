@@ -265,14 +265,25 @@ def build_plan(opts: Options, stream, timer=None, image=None) -> tuple:
     bpf = policy.bpf_for(attached)
     _mark(timer, "bpf")
 
+    # Segments come from the image store when it can hold them: every guest
+    # of one image then shares its unwritten pages (spt/imagestore.py).
+    from spt import imagestore
+
+    segments_fd = imagestore.publish(image.segments, stream)
+    if segments_fd is not None:
+        segments = plan_mod.mapped_segments(image.segments, imagestore.mapped_len)
+        imagestore.dump_mapped_pages()
+    else:
+        segments, segments_fd = plan_mod.copied_segments(image.segments), stream.fileno()
+
     notify = os.environ.get("NOTIFY_SOCKET", "")
     flags = plan_mod.FLAG_X_EXEC_HEAP if opts.x_exec_heap else 0
     if os.environ.get("SPT_STOP_ON_TERM") == "1":
         flags |= plan_mod.FLAG_STOP_ON_TERM
     plan = plan_mod.LaunchPlan(
         mem_size=mem_size, entry=image.entry, kernel_end=image.kernel_end,
-        segments=image.segments, manifest=manifest.pack(), cmdline=cmdline, bpf=bpf,
-        kernel_fd=stream.fileno(),
+        segments=segments, manifest=manifest.pack(), cmdline=cmdline, bpf=bpf,
+        kernel_fd=segments_fd,
         keep_fds=tuple(sorted({fd for dev in attached for fd in dev.fds})),  # ascending: plan.h
         watch=tuple(w for dev in attached for w in dev.watch),
         epoll_fd=base.facts["epoll_fd"], timer_fd=base.facts["timer_fd"],
