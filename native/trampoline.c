@@ -115,7 +115,7 @@ static const char *errname(long err)
     case 12: return "Cannot allocate memory";
     case 13: return "Permission denied";
     case 14: return "Bad address";
-    case 17: return "Address range in use";
+    case 17: return "File exists";
     case 22: return "Invalid argument";
     case 24: return "Too many open files";
     case 38: return "Function not implemented";
@@ -334,6 +334,11 @@ void tramp_main(long *sp)
                     ((plan->flags & SPT_PLAN_X_EXEC_HEAP) ? PROT_EXEC : 0);
     long g = sys_mmap(GUEST_MEM_START, mem - GUEST_MEM_START, heap_prot,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+    /* EEXIST is the kernel's "something is mapped there already"; its
+     * strerror ("File exists") alone would not tell the operator that. */
+    if (g == -17)
+        die("guest memory overlaps a mapping already in place "
+            "(mmap MAP_FIXED_NOREPLACE)", g);
     check(g, "guest memory: mmap");
     if ((uint64_t)g != GUEST_MEM_START)
         die("guest memory: kernel ignored MAP_FIXED_NOREPLACE", 0);

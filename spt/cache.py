@@ -2,17 +2,23 @@
 
 Two things are expensive on the launch path and fully determined by inputs
 that are cheap to check: the checked `Image` (pyelftools, every ABI rule),
-keyed by the kernel file's identity (device, inode, size, mtime, ctime: any
-write changes ctime, which no user can set), and the BPF program, keyed by
-the exact policy texts and the device facts rendered into them. A hit skips
-importing pyelftools and libseccomp; a miss does the full work and stores it.
+keyed by the kernel's size and a CRC-32 of all its bytes (not the file's
+identity: a write through a shared mapping changes neither mtime nor
+ctime), and the BPF program, keyed by the exact policy texts and the device
+facts rendered into them. A hit skips importing pyelftools and libseccomp;
+a miss does the full work and stores it, and prunes the directory (`prune`).
 
 Safety: an entry is used only if its file is a regular file owned by this
 user and writable by nobody else, in a directory of the same kind, and if the
 full key stored inside it equals the key asked for (the file name is only a
-checksum of the key). Anything else is a miss. `SPT_CACHE=0` turns the cache
-off; `SPT_CACHE_DIR` moves it. Under systemd, `CacheDirectory=` hands us
-`$CACHE_DIRECTORY`.
+checksum of the key). Anything else is a miss. That keeps out other users,
+not this user's other processes, which can write a valid entry: so callers
+trust an entry for nothing they cannot check (spt/image.py checks a
+remembered layout again, spt/policy.py installs a remembered filter only
+when spt/bpfcheck.py proves it allows no more than its rules; who can write
+the cache in each setting: docs/security.md, "5. Cache trust").
+`SPT_CACHE=0` turns the cache off; `SPT_CACHE_DIR` moves it. Under systemd,
+`CacheDirectory=` hands us `$CACHE_DIRECTORY`.
 """
 
 from __future__ import annotations
@@ -121,3 +127,94 @@ def store(kind: str, key: str, value, code=()) -> None:
             os.unlink(tmp)
         except OSError:
             pass
+        return
+    prune(directory)
+
+
+# The cache stays small: a store (a cache miss, which has just spent tens of
+# milliseconds) also removes entries beyond MAX_ENTRIES (the oldest first),
+# entries older than MAX_AGE (made by other code, for kernels long gone) and
+# temporary files a killed writer left. A hit never writes.
+MAX_ENTRIES = 256
+MAX_AGE = 30 * 24 * 3600
+_TMP_AGE = 3600
+_KINDS = ("image-", "bpf-")
+
+
+def _ours(name: str) -> bool:
+    """image-XXXXXXXX, bpf-XXXXXXXX, or one of their temporary files."""
+    kind = next((k for k in _KINDS if name.startswith(k)), None)
+    if kind is None:
+        return False
+    stem, _dot, rest = name[len(kind):].partition(".")
+    digits = "0123456789abcdef"
+    return (len(stem) == 8 and all(c in digits for c in stem)
+            and (not rest or (rest.endswith(".tmp") and rest[:-4].isdigit())))
+
+
+def prune(directory: str, now: float | None = None) -> int:
+    """Remove what MAX_ENTRIES, MAX_AGE and _TMP_AGE say; only regular files
+    of our names and owner, never through a link. Returns how many."""
+    import time
+
+    now = time.time() if now is None else now
+    try:
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return 0
+    removed = 0
+    try:
+        entries, doomed = [], []
+        with os.scandir(dfd) as it:
+            for item in it:
+                if not _ours(item.name):
+                    continue
+                try:
+                    st = item.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+                    continue
+                age = now - st.st_mtime
+                if item.name.endswith(".tmp"):
+                    if age > _TMP_AGE:
+                        doomed.append(item.name)
+                elif age > MAX_AGE:
+                    doomed.append(item.name)
+                else:
+                    entries.append((st.st_mtime, item.name))
+        entries.sort(reverse=True)  # newest first
+        doomed += [name for _mtime, name in entries[MAX_ENTRIES:]]
+        for name in doomed:
+            try:
+                os.unlink(name, dir_fd=dfd)
+                removed += 1
+            except OSError:
+                pass
+    finally:
+        os.close(dfd)
+    return removed
+
+
+def problem(directory: str | None) -> str | None:
+    """Why the cache cannot serve launches from `directory`, or None. Tried
+    for real, as a launch would: the directory is created if missing and a
+    probe file written and removed. (`spt doctor` asks; a launch that cannot
+    use the cache says nothing and does the full work.)"""
+    if directory is None:
+        return "turned off (SPT_CACHE=0)"
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        st = os.stat(directory)
+        if not stat.S_ISDIR(st.st_mode):
+            return "not a directory"
+        if not _trusted(st):
+            return ("not owned by uid %d, or writable by others: its entries are ignored"
+                    % os.geteuid())
+        probe = os.path.join(directory, ".probe.%d" % os.getpid())
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+                         | os.O_NOFOLLOW, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None

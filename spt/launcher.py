@@ -235,9 +235,11 @@ def check_launch(opts: Options, image) -> int:
 
 
 def guest_cmdline(args: list[str]) -> str:
-    """ARGS joined as the guest reads them, refused if the ABI has no room."""
+    """ARGS joined as the guest reads them, refused if the ABI has no room
+    (counted in bytes). An argument that is not UTF-8 reached us decoded
+    with surrogateescape; os.fsencode gives the guest its very bytes."""
     cmdline = " ".join(args)
-    if len(cmdline.encode()) > abi.CMDLINE_SIZE - 1:
+    if len(os.fsencode(cmdline)) > abi.CMDLINE_SIZE - 1:
         raise SptError("Guest command line too long (max=%d characters)" % (abi.CMDLINE_SIZE - 1))
     return cmdline
 

@@ -118,6 +118,7 @@ def parse(content: bytes) -> Manifest:
     if count < 1:
         raise invalid("no entries")
     entries = []
+    seen = set()
     for index in range(count):
         raw_name, type_, _union, hostfd, attached = _ENTRY.unpack_from(
             content, _HEADER.size + index * abi.MFT_ENTRY_SIZE
@@ -130,6 +131,13 @@ def parse(content: bytes) -> Manifest:
         if index == 0:
             if type_ != abi.MFT_RESERVED_FIRST or name:
                 raise invalid("entry 0 must be the reserved first entry")
+        elif name in seen:
+            # A second entry of one name could never be attached (options
+            # name devices by name), so the guest would boot with a declared
+            # device missing; Solo5's tender refuses such a manifest too.
+            raise invalid("entry %d: name %s is declared twice" % (index, ascii(name)))
+        else:
+            seen.add(name)
         entries.append(Entry(index=index, name=name, type=type_, hostfd=hostfd))
     return Manifest(version=version, entries=tuple(entries))
 

@@ -30,7 +30,6 @@ import errno
 import os
 import socket
 import stat
-import string
 from dataclasses import dataclass
 from typing import Callable
 
@@ -217,9 +216,17 @@ def check_container_interface(facts: LinkFacts) -> None:
 
 # -- guest arguments ---------------------------------------------------------
 
+# `{name}` is a placeholder, `{{` and `}}` are literal braces; nothing else
+# between braces means anything (no format specs, no attributes, no indexes)
+_TEMPLATE_TOKEN = r"\{\{|\}\}|\{([^{}]*)\}|[{}]"
+
+
 def render_template(template: str, facts: LinkFacts) -> list[str]:
     """The guest's network arguments: `template` split like a shell would,
-    each {placeholder} replaced by the interface's fact."""
+    each {placeholder} replaced by the interface's fact, `{{`/`}}` by a
+    brace. Only the names in PLACEHOLDERS are substituted, each by its value
+    as text: no format spec or field expression is evaluated."""
+    import re
     import shlex
 
     try:
@@ -227,24 +234,32 @@ def render_template(template: str, facts: LinkFacts) -> list[str]:
     except ValueError as exc:
         raise SptError("--args-template: %s" % exc) from None
     values = facts.placeholders()
+
+    def substitute(match) -> str:
+        token, name = match.group(0), match.group(1)
+        if token in ("{{", "}}"):
+            return token[0]
+        if name is None:
+            raise SptError("--args-template: %s: a lone %s (write %s%s for a brace)"
+                           % (_shown(word), token, token, token))
+        if name not in values:
+            raise SptError("--args-template: unknown placeholder {%s} (known: %s)"
+                           % (_shown(name), ", ".join("{%s}" % p for p in PLACEHOLDERS)))
+        if values[name] is None:
+            raise SptError("--args-template uses {%s} but %s has no default gateway"
+                           % (name, facts.ifname))
+        return str(values[name])
+
     out = []
     for word in words:
-        try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(word) if f is not None]
-        except ValueError as exc:
-            raise SptError("--args-template: %r: %s" % (word, exc)) from None
-        for field in fields:
-            if field not in values:
-                raise SptError("--args-template: unknown placeholder {%s} (known: %s)"
-                               % (field, ", ".join("{%s}" % p for p in PLACEHOLDERS)))
-            if values[field] is None:
-                raise SptError("--args-template uses {%s} but %s has no default gateway"
-                               % (field, facts.ifname))
-        try:
-            out.append(word.format_map(values))
-        except (ValueError, KeyError, IndexError, AttributeError) as exc:
-            raise SptError("--args-template: %r: %s" % (word, exc)) from None
+        out.append(re.sub(_TEMPLATE_TOKEN, substitute, word))
     return out
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """Part of a template in a message: escaped, and cut if long."""
+    shown = ascii(text)[1:-1]
+    return shown if len(shown) <= limit else shown[:limit] + "..."
 
 
 # -- changes (each registers its undo) ---------------------------------------

@@ -6,6 +6,7 @@ builds it, and tests/test_plan.py compares both sides field by field.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections import namedtuple
 
@@ -83,7 +84,8 @@ class LaunchPlan(namedtuple("LaunchPlan", "mem_size entry kernel_end segments ma
         cmdline_addr = mft_addr + len(self.manifest)
         info = BOOT_INFO.pack(self.mem_size, self.kernel_end, cmdline_addr, mft_addr,
                               self.epoll_fd, self.timer_fd)
-        return info + self.manifest + self.cmdline.encode() + b"\0"
+        # fsencode: the bytes of the launcher's argv, UTF-8 or not
+        return info + self.manifest + os.fsencode(self.cmdline) + b"\0"
 
     def pack(self) -> bytes:
         boot = self.boot_blob()

@@ -22,7 +22,10 @@ def _policy_dir() -> str:
     return source_tree if os.path.isdir(source_tree) else os.path.join(here, "policies")
 
 
-POLICY_DIR = os.environ.get("SPT_POLICY_DIR") or _policy_dir()
+# Only where the package is installed: no environment variable chooses the
+# allow-list of a launch (a root launch would install whatever it names).
+# Tests that need other policy text pass `directory` or text explicitly.
+POLICY_DIR = _policy_dir()
 
 # Argument names as the kernel's prototypes spell them; a policy names an
 # argument, the renderer turns it into its index.
@@ -40,11 +43,16 @@ ARG_NAMES = {
 
 OPERATORS = {"==": "is", "!=": "is not", "<=": "is at most", "<": "is below",
              ">=": "is at least", ">": "is above"}
-# The grammar of a policy line. Patterns, not compiled objects: `re` is
-# imported only when a policy is rendered (a cached launch never does).
-_RULE = r"^(?:\[(?P<arches>[a-z0-9_, ]+)\]\s*)?(?P<call>[a-z0-9_]+)\s*(?::\s*(?P<conds>[^#]*?))?\s*(?:#\s*(?P<why>.*))?$"
-_COND = r"^(?P<arg>[a-z_0-9]+)\s*(?P<op>==|!=|<=|>=|<|>)\s*(?P<expr>.+)$"
-_TERM = r"^\s*(\{[a-z_]+\}|0x[0-9a-fA-F]+|\d+)\s*$"
+# The grammar of a policy line, parsed with str methods (no `re`: a cached
+# launch renders the rules to verify its cached filter, and importing `re`
+# would cost more than the rest of that launch):
+#   line := ["[" ARCH ("," ARCH)* "]"] CALL [":" COND ("&&" COND)*] ["#" WHY]
+#   CALL, ARG := [a-z0-9_]+     ARCH := x86_64 | aarch64 (a rule of those only)
+#   COND := ARG OP EXPR     OP := == != <= >= < >     EXPR := TERM (("+"|"-") TERM)*
+#   TERM := {placeholder} | 0x<hex digits> | <decimal digits>
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_ARG_INDEX_NAMES = ("arg0", "arg1", "arg2", "arg3", "arg4", "arg5")
 
 
 class PolicyError(SptError):
@@ -71,8 +79,8 @@ class Rule(namedtuple("Rule", "syscall conditions reason source")):
         return "%-16s %s" % (self.syscall, when)
 
 
-def read_policy(name: str) -> str:
-    path = os.path.join(POLICY_DIR, name + ".policy")
+def read_policy(name: str, directory: str = POLICY_DIR) -> str:
+    path = os.path.join(directory, name + ".policy")
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()
@@ -85,8 +93,6 @@ def render(name: str, text: str, facts: dict, arch: str | None = None) -> list[R
     {placeholders} from `facts`. A line that starts with `[ARCH, ...]` is a
     rule of those architectures only; `arch` is the one to render for (the
     host's by default)."""
-    import re
-
     from spt import arch as arch_mod
 
     arch = arch or arch_mod.name()
@@ -97,54 +103,83 @@ def render(name: str, text: str, facts: dict, arch: str | None = None) -> list[R
         if not line or line.startswith("#"):
             continue
         where = "%s.policy:%d" % (name, lineno)
-        m = re.match(_RULE, line)
-        if not m:
-            raise PolicyError("%s: cannot parse %r" % (where, line))
-        call = m["call"]
-        if m["arches"]:
-            arches = [a.strip() for a in m["arches"].split(",")]
+        if line.startswith("["):
+            tag, bracket, line = line[1:].partition("]")
+            arches = [a.strip() for a in tag.split(",")]
             unknown = [a for a in arches if a not in arch_mod.SUPPORTED]
-            if unknown:
-                raise PolicyError("%s: unknown architecture %r" % (where, unknown[0]))
+            if not bracket or unknown:
+                raise PolicyError("%s: unknown architecture %r" % (where, unknown[0] if unknown
+                                                                   else tag))
             if arch not in arches:
                 continue
+            line = line.strip()
+        head, _hash, why = line.partition("#")
+        call, colon, conds_text = head.partition(":")
+        call = call.rstrip()
+        if not _is_name(call):
+            raise PolicyError("%s: cannot parse %r" % (where, line))
         conds = []
-        for part in filter(None, (p.strip() for p in (m["conds"] or "").split("&&"))):
-            cm = re.match(_COND, part)
-            if not cm:
+        parts = (p.strip() for p in conds_text.split("&&")) if colon else ()
+        for part in filter(None, parts):
+            arg, op, expr = _split_condition(part)
+            if op is None:
                 raise PolicyError("%s: cannot parse condition %r" % (where, part))
             names = ARG_NAMES.get(call, ())
-            arg = cm["arg"]
             if arg in names:
                 index = names.index(arg)
-            elif re.fullmatch(r"arg[0-5]", arg):
+            elif arg in _ARG_INDEX_NAMES:
                 index = int(arg[3])
             else:
                 raise PolicyError("%s: %s has no argument %r" % (where, call, arg))
-            conds.append(Condition(arg, index, cm["op"], _evaluate(cm["expr"], facts, where)))
-        rules.append(Rule(call, tuple(conds), (m["why"] or "").strip(), where))
+            conds.append(Condition(arg, index, op, _evaluate(expr, facts, where)))
+        rules.append(Rule(call, tuple(conds), why.strip(), where))
     return rules
+
+
+def _is_name(word: str) -> bool:
+    return bool(word) and all(c in _NAME_CHARS for c in word)
+
+
+def _split_condition(part: str):
+    """(arg, op, expr) of `ARG OP EXPR`, or (None, None, None)."""
+    end = 0
+    while end < len(part) and part[end] in _NAME_CHARS:
+        end += 1
+    arg, rest = part[:end], part[end:].lstrip()
+    op = rest[:2] if rest[:2] in ("==", "!=", "<=", ">=") else rest[:1] if rest[:1] in "<>" else ""
+    expr = rest[len(op):].strip()
+    if not arg or not op or not expr:
+        return None, None, None
+    return arg, op, expr
 
 
 def _evaluate(expr: str, facts: dict, where: str) -> int:
     """A number, a {placeholder}, or a sum/difference of them."""
-    import re
-
+    tokens, term = [], []
+    for c in expr.strip():
+        if c in "+-":
+            tokens += ["".join(term).strip(), c]
+            term = []
+        else:
+            term.append(c)
+    tokens.append("".join(term).strip())
     total, sign = 0, 1
-    for token in re.split(r"\s*([+-])\s*", expr.strip()):
+    for token in tokens:
         if token in ("+", "-"):
             sign = 1 if token == "+" else -1
             continue
-        if not re.match(_TERM, token):
-            raise PolicyError("%s: cannot evaluate %r" % (where, expr))
-        token = token.strip()
-        if token.startswith("{"):
+        if token.startswith("{") and token.endswith("}") and len(token) > 2 and all(
+                c in _NAME_CHARS and not c.isdigit() for c in token[1:-1]):
             key = token[1:-1]
             if key not in facts:
                 raise PolicyError("%s: unknown placeholder {%s}" % (where, key))
             value = int(facts[key])
+        elif token.startswith("0x") and len(token) > 2 and all(c in _HEX_DIGITS for c in token[2:]):
+            value = int(token, 16)
+        elif token.isdecimal():
+            value = int(token)  # "010" is ten
         else:
-            value = int(token, 16 if token.startswith("0x") else 10)  # "010" is ten
+            raise PolicyError("%s: cannot evaluate %r" % (where, expr))
         total += sign * value
     if total < 0:
         raise PolicyError("%s: %r is negative" % (where, expr))
@@ -167,24 +202,101 @@ def rules_for(attached, texts: dict[str, str] | None = None) -> list[Rule]:
 
 
 def bpf_for(attached) -> bytes:
-    """The BPF program for a launch, compiled once per distinct input: the
-    cache key is every policy text involved plus the facts rendered into it,
-    so a hit is exactly what compiling would give (spt/cache.py)."""
-    from spt import cache
+    """The BPF program for a launch, compiled once per distinct input.
 
-    from spt import arch
+    The cache key is every policy text involved plus the facts rendered into
+    it and the code that compiles; the entry also names the pyseccomp and
+    libseccomp files that compiled it, which must be unchanged. A cached
+    program is installed only if `spt.bpfcheck` proves it allows nothing
+    the rules do not: whoever can write the cache cannot widen the filter
+    (spt/cache.py says who that is)."""
+    from spt import bpfcheck, cache
 
     texts = policy_texts(attached)
-    # The architecture too: its rules ([x86_64] lines) and numbers differ.
-    key = "\0\0".join([arch.name()] + ["%s\0%s\0%r" % (dev.policy, texts[dev.policy],
+    key = cache_key(attached, texts)
+    code = (__file__, bpfcheck.__file__)
+    rules = rules_for(attached, texts)
+    provable = all(rule.syscall in bpfcheck.SYSCALL_NUMBERS for rule in rules)
+    entry = cache.load("bpf", key, code) if provable else None
+    if entry is not None:
+        bpf = _cached_program(entry, rules, bpfcheck)
+        if bpf is not None:
+            return bpf
+    bpf = compile_bpf(rules)
+    if provable:
+        cache.store("bpf", key, (bpf, toolchain(), libseccomp_version()), code)
+    return bpf
+
+
+def cache_key(attached, texts: dict[str, str]) -> str:
+    """What a launch's filter is computed from: the architecture (its rules
+    and numbers differ), each policy text and the facts rendered into it
+    (the code and toolchain are added by bpf_for)."""
+    from spt import arch
+
+    return "\0\0".join([arch.name()] + ["%s\0%s\0%r" % (dev.policy, texts[dev.policy],
                                                           sorted(dev.facts.items()))
                                          for dev in attached])
-    bpf = cache.load("bpf", key, (__file__,))
-    if isinstance(bpf, bytes) and bpf and len(bpf) % 8 == 0:
+
+
+def _cached_program(entry, rules, bpfcheck) -> bytes | None:
+    """The program of a cache entry if its toolchain is the one installed
+    and it allows no more than `rules`; None otherwise (said on stderr when
+    the entry is well-formed and current but allows more: it was written by
+    someone other than spt)."""
+    import sys
+
+    try:
+        bpf, stamps, _version = entry  # the version is for people reading the entry
+        current = stamps and all(_file_stamp(stamp[0]) == tuple(stamp) for stamp in stamps)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if not current or not isinstance(bpf, bytes):
+        return None
+    if bpfcheck.allows_only(bpf, rules):
         return bpf
-    bpf = compile_bpf(rules_for(attached, texts))
-    cache.store("bpf", key, bpf, (__file__,))
-    return bpf
+    print("solo5-spt: warning: a cached filter allows more than its policy; not installed, "
+          "compiled afresh (who writes the launch cache? see docs/security.md)", file=sys.stderr)
+    return None
+
+
+def _file_stamp(path: str) -> tuple:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (path,)
+    return (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def toolchain() -> tuple:
+    """Stamps of the files that compile a filter: pyseccomp and the
+    libseccomp shared object this process has loaded (from /proc/self/maps:
+    the file the dynamic loader really picked)."""
+    import pyseccomp
+
+    paths = [pyseccomp.__file__]
+    try:
+        with open("/proc/self/maps", "rb") as maps:
+            paths += sorted({os.fsdecode(line.split(None, 5)[5].strip()) for line in maps
+                             if b"/libseccomp.so" in line})
+    except (OSError, IndexError):
+        pass
+    return tuple(_file_stamp(path) for path in paths)
+
+
+def libseccomp_version() -> str:
+    """libseccomp's own idea of its version (seccomp_version(3))."""
+    import ctypes
+
+    import pyseccomp
+
+    class Version(ctypes.Structure):
+        _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
+
+    function = pyseccomp._libseccomp.seccomp_version
+    function.restype = ctypes.POINTER(Version)
+    version = function().contents
+    return "libseccomp %d.%d.%d" % (version.major, version.minor, version.micro)
 
 
 def _filter(rules):

@@ -167,9 +167,7 @@ def from_settings(name: str, settings: list[Setting], label: str) -> UnitConfig:
         if s.key in seen:
             raise ConfigError("%s: %s is already set at %s" % (s.where, s.key, seen[s.key]))
         seen[s.key] = s.where
-        if s.value.splitlines() not in ([], [s.value]) or "\0" in s.value:
-            # what `render` writes must read back as the same lines
-            raise ConfigError("%s: %s: a value is one line of text" % (s.where, s.key))
+        check_text(s.value, "%s: %s:" % (s.where, s.key))
         if s.key in PLAIN_KEYS:
             plain[s.key] = s
         else:
@@ -218,13 +216,34 @@ def _absolute(s: Setting) -> None:
     check_unit_path(s.value, "%s: %s =" % (s.where, s.key))
 
 
+def check_text(value: str, what: str) -> None:
+    """A value goes into this file and into unit files as it is, or quoted
+    (spt.unitsyntax); what neither can hold is refused: a line break (what
+    `render` writes must read back as the same lines), another control
+    character but a tab, blanks around it (which reading strips), bytes
+    that are not UTF-8 (both files are UTF-8 text)."""
+    if value.splitlines() not in ([], [value]) or "\0" in value:
+        raise ConfigError("%s a value is one line of text" % what)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError("%s %s: not UTF-8 (the configuration and the unit files are UTF-8 "
+                          "text)" % (what, ascii(value))) from None
+    control = next((c for c in value if (ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0) and c != "\t"),
+                   None)
+    if control is not None:
+        raise ConfigError("%s %s: control character %s in a value"
+                          % (what, ascii(value), ascii(control)))
+    if value != value.strip():
+        raise ConfigError("%s %r: blanks around a value (reading the file would strip them)"
+                          % (what, value))
+
+
 def check_unit_path(path: str, what: str) -> None:
     """A path goes into the unit's directives (ReadWritePaths=, BindPaths=,
-    ExecStart=) as it is: no spaces, % or \\, which those would read as
-    separators, specifiers or escapes."""
-    if any(c.isspace() for c in path) or "%" in path or "\\" in path:
-        raise ConfigError("%s %r: spaces, %% and \\ are not supported in unit paths"
-                          % (what, path))
+    ExecStart=, ...) quoted as each of them reads its words
+    (spt.unitsyntax); what no unit file can hold is refused."""
+    check_text(path, what)
 
 
 def _mem(s: Setting) -> int:
@@ -307,24 +326,33 @@ def validate(config: UnitConfig, root: str = "/") -> None:
     launcher.check_launch(opts, image.load(opts.kernel))
     for (module, _name), settings in opts.devices.items():
         module.check(settings)
-    if config.user and not config.user.isdigit() and not _user_exists(config.user, root):
-        raise ConfigError("user %r does not exist" % config.user)
+    if config.user:
+        user_group(config.user, root)
 
 
-def _user_exists(user: str, root: str) -> bool:
-    """Whether `user` is in the passwd database of `root` (for a root
-    without /etc/passwd, as an image still being built, it may be added
-    later: then it is not refused)."""
+def user_group(user: str, root: str = "/") -> int:
+    """The primary group of `user` (a name or a uid) in the passwd database
+    of `root`: the group that may read the unit's configuration, which the
+    unit reads as that user. A user that is not there is refused (under a
+    --root being built: add the user first)."""
     if root == "/":
         import pwd
 
         try:
-            pwd.getpwnam(user)
+            return (pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)).pw_gid
         except KeyError:
-            return False
-        return True
-    try:
-        with open(os.path.join(root, "etc/passwd"), encoding="utf-8", errors="replace") as f:
-            return any(line.split(":", 1)[0] == user for line in f)
-    except FileNotFoundError:
-        return True
+            raise ConfigError("user %r does not exist (its group is to read the "
+                              "configuration)" % user) from None
+    else:
+        passwd = os.path.join(root, "etc/passwd")
+        try:
+            with open(passwd, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    fields = line.rstrip("\n").split(":")
+                    if len(fields) >= 4 and user in (fields[0], fields[2]) and \
+                            fields[3].isdigit():
+                        return int(fields[3])
+        except OSError:
+            pass
+    raise ConfigError("user %r does not exist in %s (its group is to read the configuration)"
+                      % (user, os.path.join(root, "etc/passwd")))

@@ -386,7 +386,7 @@ def spec_manifest(content: bytes):
         return "manifest size does not match its entries"
     if entries < 1:
         return "manifest has no entries"
-    devices = []
+    devices, names = [], set()
     for index in range(entries):
         record = content[8 + 104 * index:8 + 104 * (index + 1)]
         name = record[:68]
@@ -400,6 +400,9 @@ def spec_manifest(content: bytes):
             if type_ != ec.MFT_RESERVED_FIRST or text:
                 return "entry 0 is not the reserved first entry"
             continue
+        if text in names:
+            return "entry %d name declared twice" % index
+        names.add(text)
         devices.append((text.decode("latin-1"), type_))
     return tuple(devices)
 

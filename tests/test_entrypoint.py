@@ -21,6 +21,7 @@ from conftest import ROOT, SPT, guest_path, read_line, run, stop, wait_for
 from entrypoint_util import (CONTAINER_IP, PEER_IP, PodmanNs, make_topology, netns_exists,
                              remove_topology)
 from spt import netwire
+from spt.errors import SptError
 
 NET_GUEST = "net"
 
@@ -306,6 +307,7 @@ def test_failure_keeps_an_ingress_qdisc_it_did_not_add(topology):
 WIRE_AND_UNDO = """
 from pyroute2 import IPRoute
 from spt import netwire
+from spt.errors import SptError
 with IPRoute() as ipr:
     facts = netwire.discover(ipr)
     undo = netwire.Undo()
@@ -371,6 +373,33 @@ def test_render_template_default_and_quoting():
     assert netwire.render_template("--note='{iface} has {mtu}' ''", facts) == [
         "--note=eth0 has 1450", ""]
     assert netwire.render_template("", facts) == []
+    assert netwire.render_template("'--json={{\"mtu\":{mtu}}}'", facts) == ['--json={"mtu":1450}']
+
+
+@pytest.mark.parametrize("template, fragment", [
+    ("{prefix:0999999999}", "unknown placeholder {prefix:0999999999}"),  # a ~1 GB string
+    ("{ipv4.__class__}", "unknown placeholder {ipv4.__class__}"),
+    ("{gateway.__class__.__mro__}", "unknown placeholder {gateway.__class__.__mro__}"),
+    ("{mac[0]}", "unknown placeholder {mac[0]}"),
+    ("{mtu!r}", "unknown placeholder {mtu!r}"),
+    ("{ipv4:{prefix}}", "--args-template: {ipv4:{prefix}}: a lone {"),
+    ("{ipv4:{ipv4.__class__}}", "--args-template: {ipv4:{ipv4.__class__}}: a lone {"),
+    ("{0}", "unknown placeholder {0}"),
+    ("{}", "unknown placeholder {}"),
+    ("x}", "--args-template: x}: a lone }"),
+    ("{\x1b[2J}", "unknown placeholder {\\x1b[2J}"),
+])
+def test_a_template_substitutes_only_the_documented_names(template, fragment):
+    """No format spec, attribute, index or conversion is evaluated: the
+    message names what was written, never a value it reached."""
+    facts = netwire.LinkFacts(ifname="eth0", index=2, kind="veth", mac="02:00:00:00:00:01",
+                              mtu=1450, ipv4="10.1.2.3", prefix=16, gateway="10.1.0.1")
+    with pytest.raises(SptError) as err:
+        netwire.render_template(template, facts)
+    message = str(err.value)
+    assert fragment in message, message
+    assert "class" not in message or "__class__" in template
+    assert len(message) < 300 and "\n" not in message and "\x1b" not in message
 
 
 # -- a real engine: podman, rootful, in the test's namespaces -----------------

@@ -355,6 +355,26 @@ def test_manifest_entry_0_must_be_reserved_even_when_devices_follow(hello, refus
     invalid_manifest(refused, data, "entry 0 must be the reserved first entry")
 
 
+@pytest.mark.parametrize("second", [ec.MFT_DEV_BLOCK_BASIC, ec.MFT_DEV_NET_BASIC],
+                         ids=["same-type", "other-type"])
+def test_manifest_with_two_entries_of_one_name_is_refused(hello, refused, second):
+    # Options name devices by name: the second entry could never be
+    # attached, and the guest would boot with it declared but missing.
+    content = ec.build_manifest([("storage", ec.MFT_DEV_BLOCK_BASIC), ("other", 1),
+                                 ("storage", second)])
+    invalid_manifest(refused, ec.with_manifest(hello, content),
+                     "entry 3: name 'storage' is declared twice")
+
+
+def test_manifest_with_two_entries_of_one_name_is_one_line_from_the_launcher(hello, tmp_path,
+                                                                              block_file):
+    content = ec.build_manifest([("storage", ec.MFT_DEV_BLOCK_BASIC),
+                                 ("storage", ec.MFT_DEV_BLOCK_BASIC)])
+    kernel = write(tmp_path, ec.with_manifest(hello, content))
+    assert_refused(spt_run("--block:storage=" + block_file(4096), kernel),
+                   "Solo5 manifest is invalid", "declared twice")
+
+
 def test_manifest_name_without_nul_at_byte_67_is_refused(hello, refused):
     content = ec.build_manifest([("y" * 68, ec.MFT_DEV_BLOCK_BASIC)])
     invalid_manifest(refused, ec.with_manifest(hello, content), "entry 1: name is not NUL-terminated")

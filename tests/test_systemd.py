@@ -92,6 +92,7 @@ def offloads_off(systemd, name: str) -> None:
 
 def test_start_returns_once_the_guest_runs_in_the_same_process(systemd):
     install(systemd, "nap", "sleep", "--mem", "8", "--arg", "3600")
+    assert systemd.path("/etc/spt/nap.conf").stat().st_mode & 0o777 == 0o600
     proc = start(systemd, "spt@nap")
     assert proc.returncode == 0, proc.stderr
     # Type=notify: when start returns, READY=1 came from the trampoline's
@@ -250,6 +251,11 @@ def test_a_net_guest_runs_as_a_user_without_capabilities_on_its_own_tap(systemd)
     make_tap(systemd, "sptsd1", "10.78.0.1/24", "user", "spt-guest")
     install(systemd, "own", "net", "--mem", "8", "--net", "service0=sptsd1",
             "--arg", "--ipv4=10.78.0.2/24", "--user", "spt-guest")
+    # the guest's arguments: root's, and readable by the group of the user
+    # the unit reads them as, no one else's
+    gid = systemd.run("id", "-g", "spt-guest", check=True).stdout.strip()
+    conf = systemd.path("/etc/spt/own.conf").stat()
+    assert (oct(conf.st_mode & 0o777), conf.st_uid, str(conf.st_gid)) == ("0o640", 0, gid)
     # GSO/GRO are on and the user may not switch them off: refused, with the fix
     assert start(systemd, "spt@own").returncode != 0
     assert "solo5-spt: Could not attach interface: sptsd1: cannot switch offloads off: " \
@@ -265,3 +271,92 @@ def test_a_net_guest_runs_as_a_user_without_capabilities_on_its_own_tap(systemd)
     assert status_field(status, "Uid").split() == [uid] * 4
     assert status_field(status, "CapBnd") == "0000000000000000"
     stop(systemd, "spt@own")
+
+
+# --- what spt writes into unit files, as this systemd reads it -------------------
+
+# File names that systemd's unit syntax gives a meaning: separators (`:` of
+# BindPaths=, blanks), quotes, escapes, specifiers, variables, a line's last
+# backslash, comment and prefix characters, and text beyond ASCII.
+HOSTILE_NAMES = [
+    "pci-0000:00:1f.2-ata-1", "a b", "two  blanks", "tab\there", "100%", "%i%n%%",
+    "q'uote", 'd"quote', "'\"'", "back\\slash", "trail\\", "\\:", "semi;colon", "$HOME",
+    "${X}x", "#hash", ";semi", "-dash", "+plus", "@at", "ünï cödé", "x\\x41",
+]
+
+
+def test_unit_words_read_back_as_the_path_they_were_written_for(systemd):
+    """spt.unitsyntax against this systemd: each name as a bind source and
+    destination (BindReadOnlyPaths=), a writable path (ReadWritePaths=) and
+    ExecStart= arguments. The unit copies the bound file over the writable
+    one: the copy is there only if systemd read every word as the name."""
+    from spt.unitsyntax import exec_word, path_word
+
+    def paths(name):  # the bind's destination: in the unit's own /tmp
+        return "/tmp/words/" + name, "/tmp/words-in/" + name, DISKS + "/words/" + name
+
+    for number, name in enumerate(HOSTILE_NAMES):
+        src, dest, out = paths(name)
+        for path, text in ((src, "from %d\n" % number), (out, "")):
+            systemd.path(path).parent.mkdir(parents=True, exist_ok=True)
+            systemd.path(path).write_text(text)
+        systemd.path("/etc/systemd/system/spt-words-%d.service" % number).write_text("\n".join([
+            "[Service]", "Type=oneshot", "PrivateTmp=yes", "ProtectSystem=strict",
+            "BindReadOnlyPaths=%s:%s" % (path_word(src), path_word(dest)),
+            "ReadWritePaths=-%s" % path_word(out),
+            "ExecStart=%s" % " ".join(map(exec_word, ["/bin/cp", dest, out])), ""]))
+    systemd.run("systemctl", "daemon-reload", check=True)
+    for number, name in enumerate(HOSTILE_NAMES):
+        src, dest, out = paths(name)
+        unit = "spt-words-%d.service" % number
+        proc = start(systemd, unit)
+        assert proc.returncode == 0, (name, proc.stderr, journal(systemd, unit))
+        assert systemd.path(out).read_text() == "from %d\n" % number, name
+
+
+@pytest.mark.parametrize("where", ["/tmp/spt-colon", DISKS + "/by-path"])
+def test_a_block_file_with_a_colon_in_its_path_is_bound_and_written(systemd, where):
+    """/tmp is the unit's own (PrivateTmp=): the file is bound in
+    (BindPaths=); elsewhere it is made writable (ReadWritePaths=)."""
+    sector, sectors = 512, 4096  # more than the test waits for
+    disk = where + "/pci-0000:00:1f.2-ata-1"
+    systemd.path(where).mkdir(parents=True, exist_ok=True)
+    with open(systemd.path(disk), "wb") as f:
+        f.truncate(sector * sectors)
+    name = "colon" + str(len(where))
+    install(systemd, name, "blockwriter", "--mem", "8", "--block", "storage=" + disk,
+            "--arg", "seed=3", "--arg", "delay_us=20000")
+    proc = start(systemd, "spt@" + name)
+    assert proc.returncode == 0, (proc.stderr, journal(systemd, "spt@" + name))
+    wait_for(lambda: "wrote 2" in journal(systemd, "spt@" + name).splitlines(), timeout=10)
+    stop(systemd, "spt@" + name)
+    assert systemd.path(disk).read_bytes()[:sector] == blockwriter_sector(0, 3, sector)
+
+
+def test_a_block_path_naming_a_destination_binds_nothing_over_it(systemd):
+    """`--block storage=/tmp/alice/vm/disk.img:/etc` (a real file `etc` in a
+    directory `disk.img:`) once bound Alice's directory disk.img over the
+    unit's /etc. Now it is one path: the unit's /etc is the system's, and
+    the guest writes Alice's file."""
+    sector = 512
+    top = "/tmp/alice/vm"
+    systemd.path(top + "/disk.img").mkdir(parents=True, exist_ok=True)
+    systemd.path(top + "/disk.img/alice-was-here").write_text("")
+    systemd.path(top + "/disk.img:").mkdir(exist_ok=True)
+    disk = top + "/disk.img:/etc"
+    with open(systemd.path(disk), "wb") as f:
+        f.truncate(sector * 4096)  # more than the test waits for
+    install(systemd, "alice", "blockwriter", "--mem", "8", "--block", "storage=" + disk,
+            "--arg", "seed=5", "--arg", "delay_us=20000")
+    dropin = systemd.path("/etc/systemd/system/spt@alice.service.d/spt.conf").read_text()
+    assert "BindPaths=-/tmp/alice/vm/disk.img\":\"/etc" in dropin.splitlines(), dropin
+    proc = start(systemd, "spt@alice")
+    assert proc.returncode == 0, (proc.stderr, journal(systemd, "spt@alice"))
+    pid = state(systemd, "spt@alice")["MainPID"]
+    mounts = [line.split() for line in proc_file(systemd, pid, "mountinfo").splitlines()]
+    assert not [m for m in mounts if m[4] == "/etc" and "disk.img" in m[3]], mounts
+    assert systemd.run("test", "-e", "/proc/%s/root/etc/alice-was-here" % pid).returncode != 0
+    assert systemd.run("test", "-e", "/proc/%s/root/etc/passwd" % pid).returncode == 0
+    wait_for(lambda: "wrote 2" in journal(systemd, "spt@alice").splitlines(), timeout=10)
+    stop(systemd, "spt@alice")
+    assert systemd.path(disk).read_bytes()[:sector] == blockwriter_sector(0, 5, sector)

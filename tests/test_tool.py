@@ -393,7 +393,7 @@ def test_policy_refuses_two_views_on_stdout(guest, views):
 
 DOCTOR_CHECKS = ["architecture", "kernel", "seccomp", "libseccomp", "python", "trampoline",
                  "address space", "mmap_min_addr", "overcommit", "tun", "net privileges",
-                 "open files"]
+                 "open files", "launch cache"]
 
 
 def doctor_json(**kwargs) -> tuple[int, dict]:

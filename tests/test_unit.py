@@ -124,7 +124,7 @@ def test_memory_defaults_to_the_launchers_default():
     ("kernel = /k.spt\nargs = 'unclosed\n", 2, "args: No closing quotation"),
     ("kernel = /k.spt\nuser = ro ot\n", 2, "user = 'ro ot' is not a user name"),
     ("kernel = /k.spt\njust words\n", 2, "expected `key = value`"),
-    ("kernel = /my disk/k.spt\n", 1, "spaces, % and \\ are not supported"),
+    ("kernel = /my\x1bdisk/k.spt\n", 1, "kernel: '/my\\x1bdisk/k.spt': control character '\\x1b'"),
 ])
 def test_a_bad_line_is_refused_with_its_file_and_line(text, line, fragment):
     with pytest.raises(SptError) as err:
@@ -224,6 +224,8 @@ def test_dropin_for_a_tap_as_root_grants_exactly_net_admin_and_tun(root):
 
 
 def test_dropin_for_a_tap_owned_by_a_user_grants_no_capability(root):
+    (root / "etc").mkdir()
+    (root / "etc/passwd").write_text("nobody:x:65534:65534::/nonexistent:/usr/sbin/nologin\n")
     proc = install(root, "n", "net", "--net", "service0=tap7", "--user", "nobody")
     assert proc.returncode == 0, proc.stderr
     lines = (root / "etc/systemd/system/spt@n.service.d/spt.conf").read_text().splitlines()
@@ -431,3 +433,143 @@ def test_systemd_analyze_security_scores_the_installed_unit(root, kind):
                       for top in unit.HIDDEN_BY_PROTECT_HOME)
     assert left == EXPOSURES[kind] | ({"ProtectHome="} if hidden_home else set())
     assert overall <= CEILING[kind], overall
+
+
+# --- issue 13: what install writes, and where -----------------------------------
+
+def test_a_colon_in_a_bound_path_is_one_word_of_the_dropin():
+    """BindPaths= splits SOURCE:DEST at `:`: a block file named
+    /tmp/alice/vm/disk.img:/etc must not become a bind over /etc
+    (tests/test_systemd.py runs it under systemd)."""
+    config = unitconf.parse("kernel = /home/op/k:1.spt\nblock.storage = /tmp/alice/vm/disk.img:/etc\n"
+                            "block.other = /srv/a b%i.img\nblock.dev = /dev/disk/by-path/pci-0:1\n",
+                            "/etc/spt/x.conf", "x")
+    lines = unit.render_dropin(config, ["/opt/venv"]).splitlines()
+    assert 'BindPaths=-/tmp/alice/vm/disk.img":"/etc' in lines
+    assert 'ReadWritePaths=-/srv/a" "b%%i.img' in lines
+    assert 'BindReadOnlyPaths=-/home/op/k":"1.spt' in lines
+    assert 'BindPaths=/dev/disk/by-path/pci-0":"1' in lines
+    assert 'DeviceAllow=/dev/disk/by-path/pci-0":"1 rw' in lines
+    assert not any(":/etc" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("path, word", [
+    ("/usr/bin/python3", "/usr/bin/python3"),
+    ("/opt/my venv/bin/python", '"/opt/my venv/bin/python"'),
+    ("/opt/100%/$HOME/py", '"/opt/100%%/$$HOME/py"'),
+    ('/opt/q"\\/py', '"/opt/q\\"\\\\/py"'),
+])
+def test_exec_start_words_are_quoted_as_systemd_reads_them(path, word):
+    from spt.unitsyntax import exec_word
+
+    assert exec_word(path) == word
+
+
+@pytest.mark.parametrize("path, word", [
+    ("/srv/a:b", '/srv/a":"b'), ("/srv/a b", '/srv/a" "b'), ("/srv/%n", "/srv/%%n"),
+    ("/srv/it's", '/srv/it"\'"s'), ('/srv/"', "/srv/'\"'"), ("/srv/a\\", '/srv/a"\\\\"'),
+    ("/srv/tab\there", '/srv/tab"\t"here'), ("/srv/ünï", "/srv/ünï"),
+])
+def test_path_words_are_quoted_as_systemd_reads_them(path, word):
+    from spt.unitsyntax import path_word
+
+    assert path_word(path) == word
+
+
+def test_install_of_paths_with_colons_blanks_and_percents_round_trips(root):
+    img = disk(root, 4096, "pci-0000:00:1f.2 %i 'x'.img")
+    kernel = root / "var/lib/spt/he llo:%n.spt"
+    shutil.copy(root / "var/lib/spt/block.spt", kernel)
+    proc = spt("unit", "install", "w", "--root", root, "--kernel", "/var/lib/spt/he llo:%n.spt",
+               "--block", "storage=" + img, "--arg", "100% $HOME \\ 'q'")
+    assert proc.returncode == 0, proc.stderr
+    config = unitconf.read("w", str(root))
+    assert (config.kernel, config.storage, config.args) == (
+        "/var/lib/spt/he llo:%n.spt", [img], ("100% $HOME \\ 'q'",))
+    dropin = (root / "etc/systemd/system/spt@w.service.d/spt.conf").read_text()
+    assert "ReadWritePaths=-/srv/pci-0000\":\"00\":\"1f.2\" \"%%i\" \"\"'\"x\"'\".img" \
+        in dropin.splitlines(), dropin
+
+
+@pytest.mark.parametrize("option, value, fragment", [
+    ("--kernel", b"/var/lib/spt/\xff.spt", r"--kernel: kernel: '/var/lib/spt/\udcff.spt': not UTF-8"),
+    ("--block", b"storage=/srv/\xfe.img", r"'/srv/\udcfe.img': not UTF-8"),
+    ("--arg", b"\xff", "--arg: args: \"'\\udcff'\": not UTF-8"),
+    ("--kernel", b"/var/lib/spt/a\x1bb.spt", r"control character '\x1b'"),
+    ("--block", b"storage=/srv/a\x7f.img", r"control character '\x7f'"),
+    ("--arg", b"\x1b[2J", r"control character '\x1b'"),
+    ("--block", b"storage=/srv/a\nBindPaths=/etc", "a value is one line of text"),
+    ("--block", b"storage=/srv/a.img ", "blanks around a value"),
+    ("--net", b"service0=tap\rx", "a value is one line of text"),
+])
+def test_install_refuses_what_no_unit_file_can_hold(root, option, value, fragment):
+    kernel = "hello" if option in ("--kernel", "--arg") else ("net" if option == "--net"
+                                                              else "block")
+    argv = [SPT.encode(), b"unit", b"install", b"x", b"--root", str(root).encode()]
+    if option != "--kernel":
+        argv += [b"--kernel", ("%s/%s.spt" % (KERNELS, kernel)).encode()]
+    proc = subprocess.run(argv + [option.encode(), value], capture_output=True, text=True,
+                          errors="replace", stdin=subprocess.DEVNULL, timeout=60)
+    one_line_error(proc, fragment)
+    assert files_under(root) == set()
+
+
+def test_the_configuration_is_root_s_alone(root):
+    assert install(root, "web", "hello").returncode == 0
+    st = (root / "etc/spt/web.conf").stat()
+    assert oct(st.st_mode & 0o777) == "0o600"
+
+
+def test_the_configuration_of_a_user_unit_is_readable_by_its_group_only(root):
+    (root / "etc").mkdir()
+    (root / "etc/passwd").write_text("spt-web:x:990:991::/nonexistent:/usr/sbin/nologin\n")
+    assert install(root, "web", "hello", "--user", "spt-web").returncode == 0
+    st = (root / "etc/spt/web.conf").stat()
+    assert (oct(st.st_mode & 0o777), st.st_uid, st.st_gid) == ("0o640", 0, 991)
+    assert install(root, "num", "hello", "--user", "990").returncode == 0
+    assert (root / "etc/spt/num.conf").stat().st_gid == 991
+
+
+def test_a_second_install_leaves_the_shared_template_alone(root):
+    template = root / "etc/systemd/system/spt@.service"
+    assert install(root, "one", "hello").returncode == 0
+    before = template.stat()
+    proc = install(root, "two", "hello")
+    assert proc.returncode == 0, proc.stderr
+    assert "kept %s (unchanged)" % template in proc.stdout.splitlines()
+    after = template.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    # a template that differs (an older spt's, an edit) is replaced, whole
+    original = template.read_text()
+    template.write_text(original.replace("Restart=on-failure", "Restart=no"))
+    proc = install(root, "three", "hello")
+    assert "wrote %s" % template in proc.stdout.splitlines()
+    assert template.read_text() == original and template.stat().st_ino != before.st_ino
+
+
+@pytest.mark.parametrize("link", ["etc", "etc/systemd", "etc/systemd/system", "etc/spt"])
+def test_install_under_root_follows_no_link_out_of_it(root, tmp_path_factory, link):
+    """--root DIR with DIR/etc -> a directory outside (here a temporary one,
+    never the real /etc): refused, one line, nothing written outside."""
+    outside = tmp_path_factory.mktemp("outside")
+    (root / link).parent.mkdir(parents=True, exist_ok=True)
+    (root / link).symlink_to(outside)
+    proc = install(root, "web", "hello")
+    one_line_error(proc, "%s/%s: a symbolic link, not followed" % (root, link))
+    assert list(outside.rglob("*")) == []
+    assert not [p for p in root.rglob("*") if p.is_file() and p.suffix in (".conf", ".service")]
+
+
+def test_install_replaces_a_link_at_a_file_under_root_and_writes_nothing_through_it(
+        root, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("outside") / "victim"
+    outside.write_text("untouched\n")
+    for name in ("etc/spt/web.conf", "etc/systemd/system/spt@.service",
+                 "etc/systemd/system/spt@web.service.d/spt.conf"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).symlink_to(outside)
+    assert install(root, "web", "hello").returncode == 0
+    assert outside.read_text() == "untouched\n"
+    for name in ("etc/spt/web.conf", "etc/systemd/system/spt@.service",
+                 "etc/systemd/system/spt@web.service.d/spt.conf"):
+        assert not (root / name).is_symlink() and (root / name).is_file()

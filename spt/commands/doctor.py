@@ -30,6 +30,7 @@ LAUNCH_FDS = 8
 MAX_DEVICES = abi.MFT_MAX_ENTRIES - 1  # entry 0 is reserved
 CAP_NET_ADMIN = 12
 PR_GET_SECCOMP = 21
+MAX_CACHE_ENTRIES = 256  # spt.cache.MAX_ENTRIES (not imported at load: doctor stays cheap)
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,17 @@ def check_net_privileges(cap_eff: int | None, uid: int) -> Check:
     return Check("net privileges", WARN, "no CAP_NET_ADMIN: --net:NAME=IFACE attaches only "
                  "TAPs owned by uid %d; --net:NAME=@FD works with a TAP fd the caller opened"
                  % uid)
+
+
+def check_cache(directory: str | None, problem: str | None, entries: int) -> Check:
+    """The launch cache: where it is and whether launches can use it. Without
+    it every launch checks the image and compiles the filter again."""
+    if problem is not None:
+        return Check("launch cache", WARN, "%s: %s; every launch checks the image and "
+                     "compiles the filter again (tens of ms more)" % (directory or "off", problem),
+                     directory)
+    return Check("launch cache", OK, "%s (%d entries, at most %d kept)"
+                 % (directory, entries, MAX_CACHE_ENTRIES), directory)
 
 
 def check_open_files(soft: int, hard: int) -> Check:
@@ -414,7 +426,19 @@ def run_checks() -> list[Check]:
         check_tun(tun_problem()),
         check_net_privileges(cap_eff(status), os.getuid()),
         check_open_files(soft, hard),
+        cache_check(),
     ]
+
+
+def cache_check() -> Check:
+    from spt import cache
+
+    directory = cache.cache_dir()
+    try:
+        entries = sum(cache._ours(name) for name in os.listdir(directory)) if directory else 0
+    except OSError:
+        entries = 0
+    return check_cache(directory, cache.problem(directory), entries)
 
 
 def summary(checks: list[Check]) -> str:

@@ -46,6 +46,45 @@ def attach_option(entry) -> str:
     return "(no device module takes type %s)" % entry.type_name
 
 
+def shown(text: str) -> str:
+    """`text` safe to print on a terminal: printable ASCII as it is, every
+    other character (an escape sequence in a hostile manifest's device name,
+    a control character in a file name) as a visible \\xHH or \\uHHHH."""
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(c if c.isascii() and c.isprintable() else
+                   "\\x%02x" % ord(c) if ord(c) < 0x100 else "\\u%04x" % ord(c)
+                   for c in text)
+
+
+def shell_word(text: str) -> str:
+    """`text` as one shell word that is safe to paste: single-quoted (no
+    expansion of `$(...)`, `|`, `;`), and a word with bytes a terminal
+    would act on as $'...' with \\xHH escapes (bash, zsh, ksh; POSIX sh
+    since 2024)."""
+    if text.isascii() and text.isprintable():
+        return shlex.quote(text)
+    import os
+
+    return "$'%s'" % "".join(
+        chr(b) if 0x20 <= b < 0x7F and chr(b) not in "'\\" else "\\x%02x" % b
+        for b in os.fsencode(text))
+
+
+def launch_line(doc: dict) -> str:
+    """The solo5-spt command that launches the image, every word quoted
+    and `--` before KERNEL (a kernel named `-k.spt` is not an option); or
+    why there is none (a device name no command line can give)."""
+    from spt.manifest import valid_name
+
+    for index, dev in enumerate(doc["manifest"]["devices"], start=1):
+        if not valid_name(dev["name"]):
+            return "none: device %d's name %s is not a NAME solo5-spt takes" % (
+                index, shown(dev["name"]) or "(empty)")
+    words = ["solo5-spt", "--mem=%d" % doc["min_mem_mib"], *doc["attach"], "--", doc["kernel"]]
+    return " ".join(shell_word(w) for w in words)
+
+
 def describe(image) -> dict:
     """The image as plain JSON data."""
     from spt import arch
@@ -71,7 +110,7 @@ def describe(image) -> dict:
 def render_text(doc: dict) -> str:
     abi = doc["abi"]
     lines = [
-        "kernel      %s" % doc["kernel"],
+        "kernel      %s" % shown(doc["kernel"]),
         "arch        %s" % doc["arch"],
         "abi         %s, version %d" % (abi["target"], abi["version"]),
         "entry       %#x" % doc["entry"],
@@ -90,12 +129,11 @@ def render_text(doc: dict) -> str:
         lines.append("devices     none")
     else:
         lines.append("devices     %d, every one must be attached:" % len(devices))
-        width = max(len(d["name"]) for d in devices)
+        width = max(len(shown(d["name"])) for d in devices)
         for index, (dev, option) in enumerate(zip(devices, doc["attach"]), start=1):
-            lines.append("            %-3d %-*s  %-11s  %s" % (index, width, dev["name"],
-                                                           dev["type"], option))
-    lines.append("launch      solo5-spt --mem=%d %s%s" % (
-        doc["min_mem_mib"], "".join(o + " " for o in doc["attach"]), shlex.quote(doc["kernel"])))
+            lines.append("            %-3d %-*s  %-11s  %s" % (index, width, shown(dev["name"]),
+                                                           dev["type"], shown(option)))
+    lines.append("launch      %s" % launch_line(doc))
     return "\n".join(lines)
 
 

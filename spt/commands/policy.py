@@ -6,7 +6,8 @@ nothing itself: it runs `solo5-spt` with the same arguments and
 (image checks, device attach with the same fd numbers, policy rendering,
 libseccomp compilation) and writes what it would hand the trampoline instead
 of starting the guest. The rules printed, the `--bpf` bytes and the `--pfc`
-text all come from that dump; a refusal is the launcher's own line.
+text all come from that dump, and every view first checks that the rules
+compile to the dump's BPF bytes; a refusal is the launcher's own line.
 """
 
 from __future__ import annotations
@@ -149,16 +150,27 @@ def render_text(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def pfc_text(doc: dict) -> str:
-    """libseccomp's text form of the dump's rules, after checking that they
-    compile to the very bytes the launcher reported."""
-    from spt.policy import compile_bpf, compile_pfc
+def check_enforced(doc: dict) -> None:
+    """The dump's rules compile to the very bytes the launch installs. The
+    launcher proves a cached filter allows no more than its rules (spt/
+    bpfcheck.py); one that allows less (a cache entry spt did not write)
+    passes that proof, and is caught here, before any view shows rules."""
+    from spt.policy import compile_bpf
 
-    rules = rules_from(doc)
-    if compile_bpf(rules) != bpf_bytes(doc):
-        raise SptError("the rules do not compile to the BPF solo5-spt reported; "
-                       "not showing a filter other than the one it installs")
-    return compile_pfc(rules)
+    if compile_bpf(rules_from(doc)) != bpf_bytes(doc):
+        from spt.cache import cache_dir
+
+        raise SptError("the filter solo5-spt would install is not the one its rules compile "
+                       "to (a launch cache entry in %s that spt did not write?); not showing "
+                       "rules it does not enforce" % (cache_dir() or "no cache"))
+
+
+def pfc_text(doc: dict) -> str:
+    """libseccomp's text form of the dump's rules (check_enforced has
+    compared them with the very bytes the launcher reported)."""
+    from spt.policy import compile_pfc
+
+    return compile_pfc(rules_from(doc))
 
 
 def write_bpf(target: str, program: bytes) -> None:
@@ -205,6 +217,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(refused.status) from None
         for message in messages:
             typer.echo(message, err=True)
+        check_enforced(doc)
         if bpf is not None:
             program = bpf_bytes(doc)
             write_bpf(bpf, program)

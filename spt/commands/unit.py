@@ -38,6 +38,9 @@ TEMPLATE_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(_
 HIDDEN_BY_PROTECT_HOME = ("/home", "/root", "/run/user")
 HIDDEN_BY_PRIVATE_TMP = ("/tmp", "/var/tmp")
 TUN = "/dev/net/tun"
+CONFIG_MODE = 0o600
+CONFIG_USER_MODE = 0o640
+UNIT_MODE = 0o644
 
 unit_app = typer.Typer(name="unit", no_args_is_help=True,
                        help="Run unikernels as hardened systemd units (spt@NAME.service).")
@@ -68,9 +71,11 @@ def exec_start() -> str:
     not this tool. -I: no
     PYTHON* variables, no user site, and not the working directory on the
     module path."""
+    from spt.unitsyntax import exec_word
+
     python = os.path.abspath(sys.executable)
     unitconf.check_unit_path(python, "the Python interpreter")
-    return "%s -I -m spt.unit_exec %%i" % python
+    return "%s -I -m spt.unit_exec %%i" % exec_word(python)
 
 
 def runtime_paths() -> list[str]:
@@ -105,6 +110,7 @@ def render_dropin(config: unitconf.UnitConfig, runtime: list[str]) -> str:
     """The instance's sandbox: the template's, opened exactly as far as this
     unikernel's devices need, and MemoryMax= from its memory."""
     from spt.devices.core import OVERHEAD_BYTES
+    from spt.unitsyntax import path_word
 
     for path in runtime:
         unitconf.check_unit_path(path, "runtime path")
@@ -117,17 +123,19 @@ def render_dropin(config: unitconf.UnitConfig, runtime: list[str]) -> str:
         "MemoryMax=%dM" % (config.mem_mib + (OVERHEAD_BYTES >> 20)),
     ]
     # "-": a missing file is the launcher's to report (one clear line in the
-    # journal), not a failure to set up the unit's mount namespace
+    # journal), not a failure to set up the unit's mount namespace. Every
+    # path is one word quoted as systemd reads it (a `:` in a bind path
+    # would otherwise split it into SOURCE:DEST)
     writable, bind_rw, devices = [], [], []
     for path in config.storage:
         if _under(path, "/dev"):
-            devices.append(path)
+            devices.append(path_word(path))
         elif _hidden(path):
-            bind_rw.append("-" + path)
+            bind_rw.append("-" + path_word(path))
         else:
-            writable.append("-" + path)
-    bind_ro = ["-" + config.kernel] if _hidden(config.kernel) else []
-    bind_ro += [p for p in runtime if _hidden(p)]
+            writable.append("-" + path_word(path))
+    bind_ro = ["-" + path_word(config.kernel)] if _hidden(config.kernel) else []
+    bind_ro += [path_word(p) for p in runtime if _hidden(p)]
     if writable:
         lines += ["# block files: the only writable paths", "ReadWritePaths=" + " ".join(writable)]
     if bind_rw or bind_ro:
@@ -136,7 +144,8 @@ def render_dropin(config: unitconf.UnitConfig, runtime: list[str]) -> str:
         lines.append("BindPaths=" + " ".join(bind_rw))
     if bind_ro:
         lines.append("BindReadOnlyPaths=" + " ".join(bind_ro))
-    if any(_under(p.lstrip("-"), top) for p in bind_rw + bind_ro for top in HIDDEN_BY_PROTECT_HOME):
+    if any(_under(p, top) for p in [*config.storage, config.kernel, *runtime] if _hidden(p)
+           for top in HIDDEN_BY_PROTECT_HOME):
         lines.append("ProtectHome=tmpfs")
     if devices:
         lines += ["# block devices", "BindPaths=" + " ".join(devices)]
@@ -154,22 +163,67 @@ def render_dropin(config: unitconf.UnitConfig, runtime: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write(path: str, text: str) -> None:
-    from spt.fileutil import write_atomic
+def _open_directory(root: str, path: str) -> int:
+    """A descriptor of the directory `path` is to be written in, made if
+    missing. Under a --root other than /, each directory is reached from
+    `root` without following a symbolic link, so nothing the tree holds
+    sends a write outside it (at /, the system's own links are followed:
+    they lead nowhere root could not write anyway)."""
+    from spt import fileutil
 
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    write_atomic(path, text.encode())
+    directory = os.path.dirname(path)
+    if root == "/":
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    return fileutil.open_directory_under(root, os.path.relpath(directory, root))
+
+
+def _write_at(dir_fd: int, path: str, text: str, mode: int, group: int | None = None,
+              keep_same: bool = False) -> bool:
+    """Write `path` (its directory open as `dir_fd`) atomically
+    (spt.fileutil); whether it was written. With `keep_same`, a regular
+    file of ours that already holds `text` and that nobody else may write is
+    left as it is. `group`: the file's group."""
+    from spt import fileutil
+
+    name = os.path.basename(path)
+    data = text.encode()
+    try:
+        if keep_same and _holds(dir_fd, name, data):
+            return False
+        fileutil.write_atomic_at(dir_fd, name, data, mode, group)
+        return True
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, path) from None
+
+
+def _holds(dir_fd: int, name: str, data: bytes) -> bool:
+    import stat
+
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    except OSError:
+        return False  # missing, a link, unreadable: written anew
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            return False
+        return f.read(len(data) + 1) == data
 
 
 def _pairs(option: str, values: list[str]) -> list[unitconf.Setting]:
     """`--block DEV=PATH` -> Setting("block.DEV", PATH)."""
     settings = []
     for value in values:
+        # named in messages as given, or escaped if it holds what a
+        # terminal line should not (line breaks, escapes, undecodable bytes)
+        shown = value if value.isprintable() else ascii(value)
         dev, eq, rest = value.partition("=")
         if not eq:
-            raise SptError("--%s %s: expected DEV=VALUE" % (option, value))
+            raise SptError("--%s %s: expected DEV=VALUE" % (option, shown))
         settings.append(unitconf.Setting("%s.%s" % (option, dev), rest,
-                                         "--%s %s" % (option, value)))
+                                         "--%s %s" % (option, shown)))
     return settings
 
 
@@ -229,9 +283,27 @@ def install(
     texts = (unitconf.render(config), render_template(exec_start()),
              render_dropin(config, runtime_paths()))
     files = unit_files(name, root)
-    for path, text in zip((files.config, files.template, files.dropin), texts):
-        _write(path, text)
-        typer.echo("wrote %s" % path)
+    # the configuration holds the guest's arguments: root's alone (0600),
+    # or readable by the group of the unit's User= too (0640), which reads
+    # it; the shared template is rewritten only when it changes
+    group = unitconf.user_group(config.user, root) if config.user else None
+    writes = ((files.config, texts[0], CONFIG_USER_MODE if config.user else CONFIG_MODE, group,
+               False),
+              (files.template, texts[1], UNIT_MODE, None, True),
+              (files.dropin, texts[2], UNIT_MODE, None, False))
+    # every directory first: one refused (a link under --root) writes nothing
+    dir_fds = []
+    try:
+        for path, *_ in writes:
+            dir_fds.append(_open_directory(root, path))
+        for dir_fd, (path, text, mode, gid, keep_same) in zip(dir_fds, writes):
+            if _write_at(dir_fd, path, text, mode, gid, keep_same):
+                typer.echo("wrote %s" % path)
+            else:
+                typer.echo("kept %s (unchanged)" % path)
+    finally:
+        for dir_fd in dir_fds:
+            os.close(dir_fd)
     if root == "/":
         typer.echo("start it: systemctl daemon-reload && systemctl enable --now spt@%s" % name)
 

@@ -50,19 +50,73 @@ def inherited_fds(settings: dict) -> set[int]:
     return set()
 
 
-def _open_storage(settings: dict, mode: int) -> tuple[int, str, int]:
-    """(fd, path, sector size) of the configured storage, opened with `mode`."""
+# Kernel interfaces that look like files but are not storage: a sysfs or
+# debugfs attribute reached through a symlink would pass as a 4096-byte disk
+# and hand the guest a read-write fd on a kernel tunable. Names as
+# /proc/self/mountinfo spells them.
+PSEUDO_FILESYSTEMS = frozenset((
+    "sysfs", "proc", "debugfs", "tracefs", "securityfs", "cgroup", "cgroup2", "configfs",
+    "pstore", "bpf", "efivarfs", "fusectl", "selinuxfs", "smackfs", "apparmorfs",
+    "binfmt_misc", "devpts", "mqueue", "nsfs", "autofs", "rpc_pipefs", "nfsd", "hugetlbfs",
+))
+
+
+def _open_storage(settings: dict, mode: int, exclusive: bool = False) -> tuple[int, str, int]:
+    """(fd, path, sector size) of the configured storage, opened with `mode`.
+
+    The path is followed as the operator gave it (symlinks included: udev's
+    /dev/disk/by-id names are symlinks); what is checked is the object the
+    open reached, on its fd: never a pseudo filesystem, and a block device
+    only if nobody holds it exclusively (`exclusive`: reopened O_EXCL, which
+    a mounted filesystem or another O_EXCL user makes fail with EBUSY)."""
     path = settings["path"]
+    flags = mode | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
     try:
-        fd = os.open(path, mode | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+        fd = os.open(path, flags)
     except OSError as exc:
         raise SptError("%s: %s" % (path, exc.strerror)) from None
+    try:
+        fstype = filesystem_type(fd)
+        if fstype in PSEUDO_FILESYSTEMS:
+            raise SptError("%s: is on %s, a kernel interface, not storage" % (path, fstype))
+        if exclusive and stat.S_ISBLK(os.fstat(fd).st_mode):
+            # the same device (the fd's magic link), now claimed exclusively
+            try:
+                held = os.open("/proc/self/fd/%d" % fd, flags | os.O_EXCL)
+            except OSError as exc:
+                if exc.errno == errno.EBUSY:
+                    raise SptError("%s: Backing storage is in use (a mounted filesystem "
+                                   "or another exclusive user)" % path) from None
+                raise SptError("%s: %s" % (path, exc.strerror)) from None
+            os.close(fd)
+            fd = held
+    except BaseException:
+        os.close(fd)
+        raise
     return fd, path, settings.get("sector_size", abi.BLOCK_DEFAULT_SECTOR)
+
+
+def filesystem_type(fd: int) -> str:
+    """The type of the filesystem `fd` lives on, as /proc/self/mountinfo
+    names it (the mount is the fd's own, from /proc/self/fdinfo: no path is
+    looked up again). Python has no fstatfs(); this costs two small reads."""
+    try:
+        with open("/proc/self/fdinfo/%d" % fd, "rb") as f:
+            info = f.read()
+        mnt_id = next(line.split()[1] for line in info.splitlines()
+                      if line.startswith(b"mnt_id:"))
+        with open("/proc/self/mountinfo", "rb") as f:
+            for line in f:
+                if line.split(None, 1)[0] == mnt_id:
+                    return line.split(b" - ", 1)[1].split()[0].decode(errors="replace")
+    except (OSError, StopIteration, IndexError):
+        pass
+    raise SptError("cannot tell which filesystem holds fd %d (is /proc mounted?)" % fd)
 
 
 def check(settings: dict) -> None:
     """The backing storage exists and has a valid size, checked on a
-    read-only open without the lock (the guest may be running)."""
+    read-only open without the lock or O_EXCL (the guest may be running)."""
     fd, path, sector = _open_storage(settings, os.O_RDONLY)
     try:
         check_storage(fd, path, sector)
@@ -71,7 +125,7 @@ def check(settings: dict) -> None:
 
 
 def attach(entry: Entry, settings: dict) -> Attached:
-    fd, path, sector = _open_storage(settings, os.O_RDWR)
+    fd, path, sector = _open_storage(settings, os.O_RDWR, exclusive=True)
     try:
         capacity = check_storage(fd, path, sector)
         _lock(fd, path)
