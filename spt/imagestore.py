@@ -11,10 +11,19 @@ view of the image, segment after segment, each one's pages exactly as guest
 memory holds them at boot (zero outside the segment's file bytes), written
 once under a name taken from its content, made read-only, and never written
 again: a running guest sees no byte change and takes no SIGBUS whatever
-happens to the original. A stored file is used only if it is a regular file
-of this user, writable by nobody, in a directory of the same kind, and its
-bytes equal the view built for this launch (the name is a CRC-32: a
-collision or a tampered file is a miss, never a wrong page).
+happens to the original.
+
+Its name says what it holds. A launch that knows the unikernel's content
+key (size and CRC-32 of every byte, which the launch cache computes on every
+launch: spt/image.py) names the file by that key and the segments' layout,
+and uses a stored file of that name if it is a regular file of this user,
+read-only, of the right size, in a directory of the same kind, without
+reading it: the trust the launch cache gives its image entries. Whoever
+could change such a file could change the cache, and ptrace the guest; and
+what it holds is guest code, which the filter confines whatever it is.
+Without a content key (an uncached image) the name is a CRC-32 of the view
+itself, and a stored file is used only if its bytes equal the view built
+for this launch.
 
 The store lives in the launch cache's directory (spt/cache.py), in
 `images/`. With no usable cache directory (SPT_CACHE=0, or none writable),
@@ -99,26 +108,57 @@ def store_dir() -> str | None:
     return os.path.join(base, SUBDIR) if base else None
 
 
-def publish(segments, stream) -> int | None:
-    """An fd, open read-only, of a file holding the view of `segments`,
-    shared by every launch of the same image; or None (the launch then
-    copies). A plain fd, not a file object: it must stay open until the
+def publish(image, stream) -> int | None:
+    """An fd, open read-only, of a file holding the view of the image's
+    segments, shared by every launch of the same image; or None (the launch
+    then copies). A plain fd, not a file object: it must stay open until the
     trampoline has mapped it, whatever Python collects before the exec."""
     directory = store_dir()
     if directory is None:
         return None
-    data = view(segments, stream)
-    if not data:
-        return None
-    name = "img-%08x-%d" % (zlib.crc32(data), len(data))
-    path = os.path.join(directory, name)
-    found = _open_matching(path, data)
-    if found is not None:
-        return found
-    if not _write(directory, name, data):
+    length = sum(mapped_len(seg) for seg in image.segments)
+    if image.content is not None:
+        size, crc = image.content
+        layout = zlib.crc32(repr(tuple(tuple(seg[1:]) for seg in image.segments)).encode())
+        name = "img-%d-%08x-%08x-%d" % (size, crc, layout, length)
+        found = _open_trusted(os.path.join(directory, name), length)
+        if found is not None:
+            return found
+        data = view(image.segments, stream)
+    else:
+        data = view(image.segments, stream)
+        name = "img-v%08x-%d" % (zlib.crc32(data), len(data))
+        found = _open_matching(os.path.join(directory, name), data)
+        if found is not None:
+            return found
+    if len(data) != length or not _write(directory, name, data):
         return None
     _prune(directory)
-    return _open_matching(path, data)
+    return _open_matching(os.path.join(directory, name), data)
+
+
+def _open_trusted(path: str, length: int) -> int | None:
+    """An fd of the stored file at `path` if it is a read-only regular file
+    of this user, `length` bytes long, that nobody else may write."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if (stat.S_ISREG(st.st_mode) and _trusted(st) and not st.st_mode & stat.S_IWUSR
+                and st.st_size == length and _trusted_dir(os.path.dirname(path))):
+            os.utime(fd)  # most recently used: the last to be pruned
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def _trusted_dir(directory: str) -> bool:
+    st = os.stat(directory, follow_symlinks=False)
+    return stat.S_ISDIR(st.st_mode) and _trusted(st)
 
 
 def _open_matching(path: str, data: bytearray) -> int | None:
@@ -131,7 +171,8 @@ def _open_matching(path: str, data: bytearray) -> int | None:
     try:
         st = os.fstat(fd)
         if (stat.S_ISREG(st.st_mode) and _trusted(st) and not st.st_mode & stat.S_IWUSR
-                and st.st_size == len(data) and _same_bytes(fd, data)):
+                and st.st_size == len(data) and _trusted_dir(os.path.dirname(path))
+                and _same_bytes(fd, data)):
             os.utime(fd)  # most recently used: the last to be pruned
             return fd
     except OSError:
@@ -158,8 +199,7 @@ def _write(directory: str, name: str, data: bytes | bytearray) -> bool:
     tmp = os.path.join(directory, ".%s.%d.%s.tmp" % (name, os.getpid(), os.urandom(4).hex()))
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        if not _trusted(os.stat(directory, follow_symlinks=False)) or not stat.S_ISDIR(
-                os.stat(directory, follow_symlinks=False).st_mode):
+        if not _trusted_dir(directory):
             return False
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o400)

@@ -271,7 +271,7 @@ def build_plan(opts: Options, stream, timer=None, image=None) -> tuple:
     # of one image then shares its unwritten pages (spt/imagestore.py).
     from spt import imagestore
 
-    segments_fd = imagestore.publish(image.segments, stream)
+    segments_fd = imagestore.publish(image, stream)
     if segments_fd is not None:
         segments = plan_mod.mapped_segments(image.segments, imagestore.mapped_len)
         imagestore.dump_mapped_pages()

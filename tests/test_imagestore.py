@@ -128,20 +128,48 @@ def test_rewriting_truncating_and_deleting_the_file_changes_nothing_in_running_g
     assert frames(idle.pid, start, end) == before  # no page was replaced or dropped
 
 
-def test_a_tampered_stored_image_is_not_used(running):
-    kernel = guest_path("big")
-    _, expected = start_big(running, kernel)
+def _newest_stored() -> str:
     store = imagestore.store_dir()
     stored = [os.path.join(store, n) for n in os.listdir(store) if n.startswith("img-")]
-    newest = max(stored, key=os.path.getmtime)
-    with open(newest, "r+b") as f:  # root may write a 0400 file
-        f.seek(PAGE)
-        f.write(b"\xcc" * PAGE)
+    return max(stored, key=os.path.getmtime)
+
+
+@pytest.mark.parametrize("spoil", ["writable", "other owner", "short"])
+def test_a_stored_image_that_is_not_immutable_and_ours_is_not_used(running, spoil):
+    kernel = guest_path("big")
+    _, expected = start_big(running, kernel)
+    newest = _newest_stored()
+    if spoil == "writable":
+        os.chmod(newest, 0o600)
+    elif spoil == "other owner":
+        os.chown(newest, 65534, 65534)
+    else:
+        os.truncate(newest, os.path.getsize(newest) - PAGE)
     _, again = start_big(running, kernel)
     assert again == expected
-    with open(newest, "rb") as f:
-        f.seek(PAGE)
-        assert f.read(PAGE) != b"\xcc" * PAGE  # put right for the next launch
+    st = os.stat(_newest_stored())
+    assert (st.st_mode & 0o777, st.st_uid) == (0o400, os.geteuid())  # written anew
+
+
+def test_an_uncached_image_is_used_only_if_its_stored_bytes_match(tmp_path, monkeypatch):
+    """Without a content key (an image loaded without the launch cache) the
+    store compares what it finds with the view it built."""
+    from spt.image import load
+
+    monkeypatch.setenv("SPT_CACHE_DIR", str(tmp_path / "cache"))
+    kernel = guest_path("big")
+    with open(kernel, "rb") as stream:
+        image = load(kernel, stream)
+        fd = imagestore.publish(image, stream)
+        os.close(fd)
+        path = _newest_stored()
+        with open(path, "r+b") as f:  # root may write a 0400 file
+            f.write(b"\xcc" * PAGE)
+        fd = imagestore.publish(image, stream)
+        try:
+            assert os.pread(fd, PAGE, 0) == bytes(imagestore.view(image.segments, stream)[:PAGE])
+        finally:
+            os.close(fd)
 
 
 def test_stored_images_are_read_only_and_private_to_their_owner():
@@ -167,8 +195,10 @@ def test_the_store_keeps_a_bounded_number_of_images(tmp_path, monkeypatch):
     from spt.image import load
 
     image = load(kernel)
+    with open(kernel, "rb") as stream:
+        data = bytes(imagestore.view(image.segments, stream))
     for i in range(imagestore.MAX_FILES + 5):
-        data = imagestore.view(image.segments, open(kernel, "rb")) + bytes([i]) * PAGE
+        data += bytes([i]) * PAGE
         assert imagestore._write(str(tmp_path / "cache" / imagestore.SUBDIR),
                                  "img-test%02d" % i, data)
     imagestore._prune(str(tmp_path / "cache" / imagestore.SUBDIR))
