@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import replace
 
-from bench import bpf, density, io, launch, memory, report
+from bench import bpf, density, io, launch, memory, report, sharing
 from bench.results import Section
 from bench.runner import (QUICK, ROOT, BenchError, Context, Sizes, compare_tender,
                           shebang_interpreter, spt_tender)
@@ -37,11 +37,12 @@ FIGURES = {
     "block": io.measure_block,
     "net": io.measure_net,
     "density": density.measure,
+    "sharing": sharing.measure,
 }
 NEEDS_ROOT = {"bpf", "net"}  # network namespaces, TAPs, ptrace of the guests
 # Variables of the launcher that would change what is measured.
-CLEARED_ENV = ("SPT_TIMING", "SPT_PLAN_DUMP", "SPT_CACHE", "SPT_CACHE_DIR", "SPT_NAME",
-               "SPT_STOP_ON_TERM", "NOTIFY_SOCKET", "CACHE_DIRECTORY")
+CLEARED_ENV = ("SPT_TIMING", "SPT_PLAN_DUMP", "SPT_CACHE", "SPT_CACHE_DIR", "SPT_SHARE",
+               "SPT_NAME", "SPT_STOP_ON_TERM", "NOTIFY_SOCKET", "CACHE_DIRECTORY")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

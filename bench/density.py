@@ -81,9 +81,9 @@ def _check_children(pids: set[int]) -> None:
                              % (pid, os.waitstatus_to_exitcode(status)))
 
 
-def ramp(ctx: Context, argv: list[str], n: int, window: int) -> dict:
-    """Start n guests; returns the ready times, the checkpoint samples and
-    how the stop went."""
+def ramp(ctx: Context, argv: list[str], n: int, window: int, ready: str = READY) -> dict:
+    """Start n guests, each up when it prints a line starting with `ready`;
+    returns the ready times, the checkpoint samples and how the stop went."""
     read_fd, write_fd = os.pipe()
     console = _Console(read_fd)
     pids: list[int] = []
@@ -104,7 +104,7 @@ def ramp(ctx: Context, argv: list[str], n: int, window: int) -> dict:
                 pids.append(pid)
                 running.add(pid)
             for line in console.lines(0.5):
-                if line.strip() == READY:
+                if line.strip().startswith(ready):
                     ready_at.append(time.perf_counter() - start - paused)
                 elif line.strip():
                     raise BenchError("a guest launch said: %s" % line.strip())

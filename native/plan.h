@@ -49,7 +49,8 @@ struct spt_plan {                /* offset */
     uint32_t nepoll;             /* 112 */
     uint32_t notify_len;         /* 116 0: no sd_notify READY=1 */
     uint32_t flags;              /* 120 SPT_PLAN_* */
-    int32_t  kernel_fd;          /* 124 the unikernel file, read with pread */
+    int32_t  kernel_fd;          /* 124 the segments' file: the unikernel, or its
+                                  *     view in the image store (spt/imagestore.py) */
     int32_t  epoll_fd;           /* 128 number the epoll instance must have */
     int32_t  timer_fd;           /* 132 number the timerfd must have */
     char     name[16];           /* 136 process name (comm), NUL-terminated */
@@ -60,14 +61,18 @@ struct spt_plan {                /* offset */
     uint64_t rlimit_off;         /* 168 struct spt_plan_rlimit[nrlimits] */
 };                               /* 176 */
 
+/* how a segment is loaded */
+#define SPT_SEG_COPY 0u /* pread filesz bytes at file_off to vaddr */
+#define SPT_SEG_MAP 1u  /* mmap [start, start + filesz) from file_off, private */
+
 struct spt_plan_segment {        /* offset */
-    uint64_t file_off;           /*   0 p_offset */
-    uint64_t vaddr;              /*   8 p_vaddr: guest address == host address */
-    uint64_t filesz;             /*  16 bytes copied from the file */
+    uint64_t file_off;           /*   0 where the bytes are in kernel_fd */
+    uint64_t vaddr;              /*   8 p_vaddr (SPT_SEG_MAP: == start) */
+    uint64_t filesz;             /*  16 bytes copied, or mapped */
     uint64_t start;              /*  24 page-aligned range for the protection */
     uint64_t end;                /*  32 */
     uint32_t prot;               /*  40 PROT_* from p_flags */
-    uint32_t pad;                /*  44 */
+    uint32_t how;                /*  44 SPT_SEG_* */
 };                               /*  48 */
 
 struct spt_plan_epoll {          /* offset */

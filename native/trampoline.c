@@ -25,6 +25,7 @@
 #define PROT_EXEC 4
 #define MAP_PRIVATE 0x02
 #define MAP_ANONYMOUS 0x20
+#define MAP_FIXED 0x10
 #define MAP_NORESERVE 0x4000
 #define MAP_FIXED_NOREPLACE 0x100000
 #define SIG_SETMASK 2
@@ -365,16 +366,32 @@ void tramp_main(long *sp)
     if ((uint64_t)g != GUEST_MEM_START)
         die("guest memory: kernel ignored MAP_FIXED_NOREPLACE", 0);
 
-    /* Segments: copy p_filesz bytes straight from the unikernel file (the
-     * rest up to p_memsz is already zero), then apply the segment's
-     * protection to its page-aligned range. */
+    /* Segments: either copy p_filesz bytes straight from the unikernel
+     * file (the rest up to p_memsz is already zero), or map the segment's
+     * pages from the image store's file, privately (copy on write), so
+     * every guest of one image shares the pages it does not write. Then
+     * apply the segment's protection to its page-aligned range. */
     const struct spt_plan_segment *seg = (const void *)(base + plan->segs_off);
     for (uint32_t i = 0; i < plan->nsegs; i++) {
         if (seg[i].start < GUEST_MEM_START || seg[i].end > mem || seg[i].vaddr < seg[i].start
             || seg[i].filesz > seg[i].end - seg[i].vaddr)
             die("plan: segment outside guest memory", 0);
-        read_exact(plan->kernel_fd, (void *)seg[i].vaddr, seg[i].filesz, seg[i].file_off,
-                   "unikernel: short read");
+        if (seg[i].how == SPT_SEG_MAP) {
+            if (seg[i].vaddr != seg[i].start || seg[i].filesz % PAGE || seg[i].file_off % PAGE)
+                die("plan: mapped segment not page-aligned", 0);
+            if (seg[i].filesz) {
+                long r = sys_mmap(seg[i].start, seg[i].filesz, (int)seg[i].prot,
+                                  MAP_PRIVATE | MAP_FIXED, plan->kernel_fd, seg[i].file_off);
+                check(r, "unikernel: mmap of the stored image");
+                if ((uint64_t)r != seg[i].start)
+                    die("unikernel: the stored image was mapped elsewhere", 0);
+            }
+        } else if (seg[i].how == SPT_SEG_COPY) {
+            read_exact(plan->kernel_fd, (void *)seg[i].vaddr, seg[i].filesz, seg[i].file_off,
+                       "unikernel: short read");
+        } else {
+            die("plan: unknown segment kind", 0);
+        }
         check(sys_mprotect(seg[i].start, seg[i].end - seg[i].start, (int)seg[i].prot),
               "mprotect");
     }

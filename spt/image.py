@@ -54,9 +54,11 @@ class Segment(namedtuple("Segment", "index offset vaddr filesz memsz start end f
                        for c, bit in (("r", PF_R), ("w", PF_W), ("x", PF_X)))
 
 
-class Image(namedtuple("Image", "path entry segments kernel_end abi_target abi_version manifest")):
+class Image(namedtuple("Image", "path entry segments kernel_end abi_target abi_version manifest "
+                                 "content", defaults=(None,))):
     """A checked unikernel: entry point, segments, the highest segment end,
-    its ABI note and its manifest. Nothing is mapped yet."""
+    its ABI note and its manifest; `content` is (size, CRC-32 of every byte)
+    where `load_cached` read them, else None. Nothing is mapped yet."""
 
     __slots__ = ()
 
@@ -136,14 +138,14 @@ def load_cached(path: str, stream) -> Image:
                           kernel_end=kernel_end, abi_target=target, abi_version=version,
                           manifest=manifest.parse(mft))
             check_layout(image, size)
-            return image
+            return image._replace(content=(size, crc))
         except (TypeError, ValueError, SptError):
             pass  # an entry from another layout, or one spt did not write: check the file
     image = load(path, stream)
     cache.store("image", key, (image.entry, image.kernel_end, image.abi_target,
                                image.abi_version, tuple(tuple(s) for s in image.segments),
                                image.manifest.pack()), code)
-    return image
+    return image._replace(content=(size, crc))
 
 
 def content_key(fd: int, chunk: int = 1 << 20) -> tuple[int, int]:

@@ -294,7 +294,7 @@ def guest_cmdline(args: list[str]) -> str:
 def build_plan(opts: Options, stream, timer=None, image=None) -> tuple:
     """Image -> devices -> policy -> LaunchPlan (`image`: already loaded
     from `stream` by the caller). Returns (plan, attached devices)."""
-    from spt import image as image_mod, jail, plan as plan_mod, policy
+    from spt import image as image_mod, imagestore, jail, plan as plan_mod, policy
     from spt.devices import core
 
     _mark(timer, "imports")
@@ -314,6 +314,15 @@ def build_plan(opts: Options, stream, timer=None, image=None) -> tuple:
     bpf = policy.bpf_for(attached)
     _mark(timer, "bpf")
 
+    # Segments come from the image store when it can hold them: every guest
+    # of one image then shares its unwritten pages (spt/imagestore.py).
+    segments_fd = imagestore.publish(image, stream)
+    if segments_fd is not None:
+        segments = plan_mod.mapped_segments(image.segments, imagestore.mapped_len)
+        imagestore.dump_mapped_pages()
+    else:
+        segments, segments_fd = plan_mod.copied_segments(image.segments), stream.fileno()
+
     keep_fds = tuple(sorted({fd for dev in attached for fd in dev.fds}))  # ascending: plan.h
     jailed = jail.decide(opts.jail, opts.user, keep_fds)
     notify = os.environ.get("NOTIFY_SOCKET", "")
@@ -322,8 +331,8 @@ def build_plan(opts: Options, stream, timer=None, image=None) -> tuple:
         flags |= plan_mod.FLAG_STOP_ON_TERM
     plan = plan_mod.LaunchPlan(
         mem_size=mem_size, entry=image.entry, kernel_end=image.kernel_end,
-        segments=image.segments, manifest=manifest.pack(), cmdline=cmdline, bpf=bpf,
-        kernel_fd=stream.fileno(),
+        segments=segments, manifest=manifest.pack(), cmdline=cmdline, bpf=bpf,
+        kernel_fd=segments_fd,
         keep_fds=keep_fds,
         watch=tuple(w for dev in attached for w in dev.watch),
         epoll_fd=base.facts["epoll_fd"], timer_fd=base.facts["timer_fd"],

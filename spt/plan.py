@@ -34,7 +34,8 @@ HEADER_FIELDS = (
     ("rlimit_off", "Q"),
 )
 HEADER = struct.Struct("<" + "".join(fmt for _, fmt in HEADER_FIELDS))
-SEGMENT = struct.Struct("<QQQQQII")  # file_off, vaddr, filesz, start, end, prot, pad
+SEGMENT = struct.Struct("<QQQQQII")  # file_off, vaddr, filesz, start, end, prot, how
+SEG_COPY, SEG_MAP = 0, 1  # plan.h SPT_SEG_*
 EPOLL = struct.Struct("<iIQ")  # fd, pad, data
 RLIMIT = struct.Struct("<IIQQ")  # resource, pad, cur, max
 BOOT_INFO = struct.Struct("<QQQQii")  # mem_size, kernel_end, cmdline, mft, epollfd, timerfd
@@ -43,11 +44,40 @@ assert BOOT_INFO.size == abi.BOOT_INFO_SIZE
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 
 
+class PlanSegment(namedtuple("PlanSegment", "file_off vaddr filesz start end flags how")):
+    """One segment as the trampoline loads it: SEG_COPY reads `filesz` bytes
+    at `file_off` of the kernel fd to `vaddr`; SEG_MAP maps
+    [start, start + filesz) of guest memory from `file_off` (both
+    page-aligned). Either way [start, end) then gets the segment's
+    protection."""
+
+    __slots__ = ()
+
+
+def copied_segments(segments) -> tuple:
+    """The image's segments, copied from the unikernel file itself."""
+    return tuple(PlanSegment(s.offset, s.vaddr, s.filesz, s.start, s.end, s.flags, SEG_COPY)
+                 for s in segments)
+
+
+def mapped_segments(segments, mapped_len) -> tuple:
+    """The image's segments, mapped from a file holding their pages one
+    after the other (spt/imagestore.py); `mapped_len(seg)` says how much of
+    each that file holds."""
+    out, at = [], 0
+    for s in segments:
+        length = mapped_len(s)
+        out.append(PlanSegment(at, s.start, length, s.start, s.end, s.flags, SEG_MAP))
+        at += length
+    return tuple(out)
+
+
 class LaunchPlan(namedtuple("LaunchPlan", "mem_size entry kernel_end segments manifest cmdline "
                                            "bpf kernel_fd keep_fds watch epoll_fd timer_fd name "
                                            "flags notify_addr jail uid gid rlimits",
                                            defaults=(0, b"", 0, 0, 0, ()))):
-    """Everything the trampoline needs. `manifest` is the attached manifest
+    """Everything the trampoline needs. `segments` are PlanSegments,
+    `manifest` is the attached manifest
     as the guest reads it, `keep_fds` the guest's whole fd table, `watch` the
     (fd, epoll data) pairs for yield, `notify_addr` a sockaddr_un for
     sd_notify or empty; `jail`, `uid`, `gid` and `rlimits` ((resource, soft,
@@ -67,8 +97,8 @@ class LaunchPlan(namedtuple("LaunchPlan", "mem_size entry kernel_end segments ma
 
     def pack(self) -> bytes:
         boot = self.boot_blob()
-        segs = b"".join(SEGMENT.pack(s.offset, s.vaddr, s.filesz, s.start, s.end,
-                                     _prot(s.flags), 0) for s in self.segments)
+        segs = b"".join(SEGMENT.pack(s.file_off, s.vaddr, s.filesz, s.start, s.end,
+                                     _prot(s.flags), s.how) for s in self.segments)
         keep = struct.pack("<%di" % len(self.keep_fds), *sorted(self.keep_fds))
         watch = b"".join(EPOLL.pack(fd, 0, data) for fd, data in self.watch)
         limits = b"".join(RLIMIT.pack(res, 0, soft, hard) for res, soft, hard in self.rlimits)

@@ -20,7 +20,7 @@ PLAN_H = ROOT / "native" / "plan.h"
 
 # Field names of the two arrays in plan.h, in declaration order; plan.py
 # names only their struct formats.
-SEGMENT_FIELDS = ("file_off", "vaddr", "filesz", "start", "end", "prot", "pad")
+SEGMENT_FIELDS = ("file_off", "vaddr", "filesz", "start", "end", "prot", "how")
 EPOLL_FIELDS = ("fd", "pad", "data")
 RLIMIT_FIELDS = ("resource", "pad", "cur", "max")
 C_STRUCTS = {
@@ -65,6 +65,8 @@ def c_layout(tmp_path_factory) -> dict:
               'printf("const jail_ids %u\\n", SPT_JAIL_IDS);',
               'printf("const jail_limits %u\\n", SPT_JAIL_LIMITS);',
               'printf("const stop_at_entry %u\\n", SPT_PLAN_STOP_AT_ENTRY);',
+              'printf("const seg_copy %u\\n", SPT_SEG_COPY);',
+              'printf("const seg_map %u\\n", SPT_SEG_MAP);',
               "return 0; }"]
     out = compile_and_run(tmp_path_factory.mktemp("plan_h"), "\n".join(lines) + "\n")
     layout: dict = {}
@@ -128,6 +130,7 @@ def test_plan_constants_agree(c_layout):
     assert int(const["jail_ids"]) == plan.JAIL_IDS
     assert int(const["jail_limits"]) == plan.JAIL_LIMITS
     assert int(const["stop_at_entry"]) == plan.FLAG_STOP_AT_ENTRY
+    assert (int(const["seg_copy"]), int(const["seg_map"])) == (plan.SEG_COPY, plan.SEG_MAP)
 
 
 # --- the packed plan -------------------------------------------------------------
@@ -145,7 +148,8 @@ def sample_plan(**changes) -> plan.LaunchPlan:
         Segment(index=3, offset=0x3000, vaddr=0x102000, filesz=8, memsz=0x2000,
                 start=0x102000, end=0x104000, flags=PF_R | PF_W),
     )
-    fields = dict(mem_size=32 << 20, entry=0x100000, kernel_end=0x104000, segments=segments,
+    fields = dict(mem_size=32 << 20, entry=0x100000, kernel_end=0x104000,
+                  segments=plan.copied_segments(segments),
                   manifest=attached.pack(), cmdline="one two", bpf=bytes(range(24)),
                   kernel_fd=9, keep_fds=(6, 1, 3, 4, 5), watch=((4, abi.TIMER_EPOLL_DATA), (6, 2)),
                   epoll_fd=3, timer_fd=4, name="spt:hello", flags=plan.FLAG_STOP_ON_TERM,
@@ -205,8 +209,28 @@ def test_prot_follows_the_segment_flags():
     for flags, prot in ((PF_R, 1), (PF_R | PF_W, 3), (PF_R | PF_X, 5), (PF_X, 4), (0, 0)):
         seg = Segment(index=1, offset=0, vaddr=0x100000, filesz=1, memsz=1, start=0x100000,
                       end=0x101000, flags=flags)
-        data = sample_plan(segments=(seg,)).pack()
+        data = sample_plan(segments=plan.copied_segments((seg,))).pack()
         assert plan.SEGMENT.unpack_from(data, unpack_header(data)["segs_off"])[5] == prot
+
+
+def test_mapped_segments_cover_their_pages_one_after_the_other_in_the_store():
+    """What the trampoline maps from the image store's file: each segment's
+    pages up to its last file byte, at consecutive offsets of the file."""
+    from spt import imagestore
+
+    segments = (
+        Segment(index=1, offset=0x1000, vaddr=0x100000, filesz=0x1800, memsz=0x1800,
+                start=0x100000, end=0x102000, flags=PF_R | PF_X),
+        Segment(index=2, offset=0x2800, vaddr=0x102800, filesz=8, memsz=0x3000,
+                start=0x102000, end=0x106000, flags=PF_R | PF_W),
+    )
+    mapped = plan.mapped_segments(segments, imagestore.mapped_len)
+    data = sample_plan(segments=mapped).pack()
+    h = unpack_header(data)
+    segs = [plan.SEGMENT.unpack_from(data, h["segs_off"] + i * plan.SEGMENT.size)
+            for i in range(h["nsegs"])]
+    assert segs == [(0, 0x100000, 0x2000, 0x100000, 0x102000, 1 | 4, plan.SEG_MAP),
+                    (0x2000, 0x102000, 0x1000, 0x102000, 0x106000, 1 | 2, plan.SEG_MAP)]
 
 
 def test_notify_socket_address_forms():

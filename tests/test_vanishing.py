@@ -141,7 +141,8 @@ def assert_maps_hold_only_the_guest(maps: list[Mapping], mem_size: int) -> None:
         if m.path == VSYSCALL:
             continue
         if GUEST_MEM_START <= m.start and m.end <= mem_size:
-            assert m.path == "", "guest memory must be anonymous: %s" % (m,)
+            assert m.path == "" or is_image_store_file(m.path), (
+                "guest memory must be anonymous or the image's stored pages: %s" % (m,))
             guest.append(m)
         elif m.path == str(TRAMPOLINE) or os.path.basename(m.path) == "spt-trampoline":
             trampoline.append(m)
@@ -156,6 +157,17 @@ def assert_maps_hold_only_the_guest(maps: list[Mapping], mem_size: int) -> None:
     assert covered[-1][1] == mem_size, format_maps(maps)
     for (_, end), (start, _) in zip(covered, covered[1:]):
         assert end == start, "hole in guest memory at %#x\n%s" % (end, format_maps(maps))
+
+
+def is_image_store_file(path: str) -> bool:
+    """A file of the image store (spt/imagestore.py): the guest's own image
+    pages, shared with other guests of the image. Guest memory, not the
+    tender's."""
+    from spt import imagestore
+
+    store = imagestore.store_dir()
+    return (store is not None and os.path.dirname(path) == store
+            and os.path.basename(path).startswith("img-"))
 
 
 def format_maps(maps: list[Mapping]) -> str:
