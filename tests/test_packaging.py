@@ -246,3 +246,27 @@ def test_make_install_with_a_prefix_runs_from_there(tmp_path):
     version = run([str(prefix / "bin" / "spt"), "--version"], cwd="/")
     assert version.returncode == 0 and version.stdout.startswith("spt "), version.stderr
     assert_launch_untouched(str(prefix / "bin" / "solo5-spt"), tmp_path)
+
+
+@pytest.mark.slow
+def test_a_pip_editable_install_gets_the_isolated_launcher_without_site(tmp_path):
+    """`pip install -e .` into a fresh venv (setuptools' finder hook, not
+    make's compat mode): the launcher finds spt through spt's own .pth and
+    never runs `site` (whose .pth files would cost every launch)."""
+    venv = tmp_path / "venv"
+    assert run([sys.executable, "-m", "venv", str(venv)], timeout=300).returncode == 0
+    proc = run([str(venv / "bin" / "pip"), "install", "-q", "-e", str(ROOT)], timeout=600,
+               cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    launcher = venv / "bin" / "solo5-spt"
+    assert first_line(launcher) == "#!/bin/sh"
+    launch = run([str(launcher), "--mem=8", guest_path("hello"), "editable"], cwd=str(tmp_path))
+    assert launch.returncode == 0, launch.stderr
+    assert "cmdline: 'editable'" in launch.stdout
+    timed = run([str(venv / "bin" / "python"), "-I", "-S", "-X", "importtime", str(launcher),
+                 "--version"], cwd=str(tmp_path))
+    assert timed.returncode == 0, timed.stderr
+    modules = {line.rsplit("|", 1)[1].strip() for line in timed.stderr.splitlines()
+               if line.startswith("import time:") and "|" in line}
+    assert "spt.launcher" in modules and "site" not in modules, sorted(modules)
+    assert_launch_untouched(str(launcher), tmp_path / "plant")
