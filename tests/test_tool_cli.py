@@ -153,7 +153,7 @@ def test_usage_errors_are_one_line_in_spts_words(argv, fragment):
                                                               "check", "show", "gen")]))
 
 
-@pytest.mark.parametrize("path", [["unit"], ["manifest"]])
+@pytest.mark.parametrize("path", [[], ["unit"], ["manifest"]], ids=lambda p: " ".join(p) or "spt")
 def test_a_group_alone_shows_its_help(path):
     proc = spt(*path)
     assert proc.returncode == 0, proc.stderr
