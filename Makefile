@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: all setup deps native guests demo test test-fast test-arm64 bench fuzz clean
+.PHONY: all setup deps native guests demo test test-fast test-arm64 bench fuzz clean install uninstall
 
 all: setup
 
@@ -62,6 +62,38 @@ bench: setup
 
 fuzz: setup
 	$(PY) -m pytest -q tests/fuzz --fuzz-cases=$${FUZZ_CASES:-10000} --fuzz-seed=$${FUZZ_SEED:-random}
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: $(PREFIX)/bin/solo5-spt and
+# $(PREFIX)/bin/spt, where a Solo5 user looks for solo5-spt. They run a venv
+# of their own in $(PREFIX)/lib/spt (spt and the libraries it is tested
+# with, from a wheel built here), made under $(DESTDIR) and run from PREFIX:
+# scripts/write-launcher writes both entry scripts for the final paths.
+PREFIX ?= /usr/local
+SPT_HOME = $(PREFIX)/lib/spt
+
+install: $(VENV)/.installed
+	rm -rf '$(DESTDIR)$(SPT_HOME)'
+	$(PYTHON) -m venv --without-pip '$(DESTDIR)$(SPT_HOME)'
+	$(PY) -m pip --python '$(DESTDIR)$(SPT_HOME)/bin/python' install -q \
+		--no-warn-script-location --no-compile .
+	@# byte-compiled for where it runs: no DESTDIR path in the .pyc files
+	'$(DESTDIR)$(SPT_HOME)/bin/python' -m compileall -q -s '$(DESTDIR)' -p / \
+		'$(DESTDIR)$(SPT_HOME)/lib'
+	./scripts/write-launcher '$(DESTDIR)$(SPT_HOME)' '$(SPT_HOME)'
+	@# what else pip wrote into bin/ (the libraries' scripts, activate) names
+	@# the DESTDIR path: the installation is run through its two entry
+	@# scripts only, never activated
+	find '$(DESTDIR)$(SPT_HOME)/bin' -mindepth 1 -maxdepth 1 ! -name 'python*' \
+		! -name solo5-spt ! -name spt -exec rm -rf {} +
+	sed -i '/^command = /d' '$(DESTDIR)$(SPT_HOME)/pyvenv.cfg'
+	mkdir -p '$(DESTDIR)$(PREFIX)/bin'
+	ln -sfn ../lib/spt/bin/solo5-spt '$(DESTDIR)$(PREFIX)/bin/solo5-spt'
+	ln -sfn ../lib/spt/bin/spt '$(DESTDIR)$(PREFIX)/bin/spt'
+	@echo 'installed $(PREFIX)/bin/solo5-spt and $(PREFIX)/bin/spt (in $(DESTDIR)$(PREFIX))'
+
+uninstall:
+	rm -f '$(DESTDIR)$(PREFIX)/bin/solo5-spt' '$(DESTDIR)$(PREFIX)/bin/spt'
+	rm -rf '$(DESTDIR)$(SPT_HOME)'
 
 clean:
 	$(MAKE) -s -C native clean

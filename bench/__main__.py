@@ -57,8 +57,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def baseline_sizes(args: argparse.Namespace) -> Sizes:
+    """The sizes of the mode asked for, before any variable changes them."""
+    return QUICK if args.quick else Sizes(density_window=2 * (os.cpu_count() or 1))
+
+
 def sizes_from(args: argparse.Namespace, environ: dict) -> Sizes:
-    sizes = QUICK if args.quick else Sizes(density_window=2 * (os.cpu_count() or 1))
+    sizes = baseline_sizes(args)
     value = environ.get("BENCH_DENSITY")
     if value:
         if not value.isdigit() or int(value) <= 0:
@@ -108,7 +113,9 @@ def machine_facts(ctx: Context, sizes: Sizes, args: argparse.Namespace) -> dict:
         "spt": "%s (git %s)" % (ctx.spt.path, commit or "unknown"),
         "launcher interpreter": "%s (Python %s)" % (ctx.interpreter, python or "?"),
         "SPT_COMPARE": ctx.compare.path if ctx.compare else "unset",
-        "mode": "--quick" if args.quick else "default sizes",
+        "mode": report.sizes_mode(sizes, baseline_sizes(args),
+                                  "--quick" if args.quick else "default sizes",
+                                  {"density_n": "BENCH_DENSITY=%s" % os.environ.get("BENCH_DENSITY")}),
         "sizes": ", ".join("%s=%s" % (k, v) for k, v in sizes.__dict__.items()),
     }
 

@@ -55,6 +55,16 @@ def md_table(table: Table) -> str:
     return "\n".join(lines)
 
 
+def sizes_mode(sizes, baseline, name: str, overrides: dict[str, str]) -> str:
+    """How a run's sizes relate to the mode it was started in, stated
+    truthfully: `default sizes` only when every size is the default;
+    otherwise each size that differs, with the variable that set it
+    (`overrides`: size name -> `BENCH_DENSITY=2000`)."""
+    differ = ["%s=%s%s" % (field, value, " (%s)" % overrides[field] if field in overrides else "")
+              for field, value in sizes.__dict__.items() if getattr(baseline, field) != value]
+    return name if not differ else "%s, except %s" % (name, ", ".join(differ))
+
+
 def render_markdown(sections: list[Section], meta: dict, images: dict[str, str]) -> str:
     """The whole report. `images` maps a plot name to its path relative to
     the markdown file."""

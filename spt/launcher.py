@@ -228,10 +228,14 @@ def _fd_limit() -> int:
     return min(soft if soft != resource.RLIM_INFINITY else 1 << 20, 1 << 20)
 
 
+def process_title(kernel: str) -> str:
+    """`spt:KERNEL`, in full (what `spt policy` names a launch)."""
+    return "spt:" + os.environ.get("SPT_NAME", os.path.basename(kernel))
+
+
 def process_name(kernel: str) -> str:
     """`spt:KERNEL` as ps shows it (comm holds 15 bytes)."""
-    base = os.path.basename(kernel)
-    return ("spt:" + os.environ.get("SPT_NAME", base))[:15]
+    return process_title(kernel)[:15]
 
 
 class StageTimer:

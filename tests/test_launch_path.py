@@ -12,10 +12,18 @@ import pytest
 from conftest import SOLO5_SPT, assert_refused, run
 
 
+def with_importtime() -> list[str]:
+    """solo5-spt's own command (its #! line: the interpreter and -I -S) with
+    -X importtime added: isolated mode ignores PYTHONPROFILEIMPORTTIME."""
+    with open(SOLO5_SPT) as f:
+        interpreter = f.readline()[2:].split()
+    return interpreter + ["-X", "importtime", SOLO5_SPT]
+
+
 def imported_modules(args, env_extra, cache_dir):
     """Modules a `solo5-spt` run imports (from -X importtime's report)."""
-    env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1", SPT_CACHE_DIR=str(cache_dir), **env_extra)
-    proc = run([SOLO5_SPT, *args], env=env)
+    env = dict(os.environ, SPT_CACHE_DIR=str(cache_dir), **env_extra)
+    proc = run([*with_importtime(), *args], env=env)
     names = set()
     for line in proc.stderr.splitlines():
         if line.startswith("import time:") and "|" in line:

@@ -56,7 +56,7 @@ Entrypoint options (before any solo5-spt option):
                         placeholders: %(placeholders)s; '' for none
   --allow-host-netns    rewire an interface that is not a container's
                         (veth/macvlan/ipvlan/netkit), e.g. a physical NIC
-  --help                show this text and exit
+  -h, --help            show this text and exit
 
 solo5-spt options and KERNEL: as `solo5-spt --help` shows; the wired device
 must not be given a --net: or --net-mac: option (the entrypoint sets both).
@@ -87,7 +87,7 @@ def split_argv(argv: list[str]) -> tuple[EntrypointOptions, list[str]]:
     while i < len(argv):
         arg = argv[i]
         name, eq, value = arg.partition("=")
-        if arg == "--help":
+        if arg in ("--help", "-h"):
             raise ShowHelp()
         if arg == "--allow-host-netns":
             opts.allow_host_netns = True

@@ -173,7 +173,8 @@ def register(app: typer.Typer) -> None:
     def inspect(
         kernel: str = typer.Argument(..., metavar="KERNEL", help="The unikernel (spt ABI-1 or ABI-2 ELF)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
-        query: Query = typer.Option(None, "--query", case_sensitive=False,
+        query: Query = typer.Option(None, "--query", metavar="abi|manifest",
+                                    case_sensitive=False,
                                     help="Print only the solo5-elftool-shaped object: "
                                          "'abi' (query-abi) or 'manifest' (query-manifest)."),
     ) -> None:

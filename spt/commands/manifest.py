@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import typer
 
-from spt.commands._common import one_line_errors, print_json
+from spt.commands._common import SptTyper, one_line_errors, print_json
 
-manifest_app = typer.Typer(
+manifest_app = SptTyper(
     name="manifest",
     help="Generate and check guest manifests (Solo5's JSON shape).",
     no_args_is_help=True,

@@ -117,10 +117,21 @@ def bpf_bytes(doc: dict) -> bytes:
     return program
 
 
-def describe(doc: dict) -> dict:
+def launch_title(launch_args: list[str]) -> str | None:
+    """`spt:KERNEL` in full: the plan's name is cut to the 15 bytes of the
+    process name (comm), the report's need not be."""
+    from spt import launcher
+
+    try:
+        return launcher.process_title(launcher.parse_argv(list(launch_args)).kernel)
+    except (SptError, launcher.Usage, launcher.Version):
+        return None
+
+
+def describe(doc: dict, title: str | None = None) -> dict:
     rules = rules_from(doc)
     return {
-        "name": doc.get("plan", {}).get("name"),
+        "name": title or doc.get("plan", {}).get("name"),
         "default": "kill the process (SIGSYS)",
         "rules": [dict(r, words=rule.words().split(None, 1)[1]) for r, rule
                   in zip(doc["rules"], rules)],
@@ -131,14 +142,14 @@ def describe(doc: dict) -> dict:
     }
 
 
-def render_text(doc: dict) -> str:
+def render_text(doc: dict, title: str | None = None) -> str:
     rules = rules_from(doc)
     plan = doc.get("plan", {})
     words = [rule.words() for rule in rules]
     width = max(map(len, words), default=0)
     lines = [
         "# %s: %d rules over %d system calls, %d BPF instructions"
-        % (plan.get("name", "?"), len(rules), len({r.syscall for r in rules}),
+        % (title or plan.get("name", "?"), len(rules), len({r.syscall for r in rules}),
            len(bpf_bytes(doc)) // BPF_INSTRUCTION_SIZE),
         "# guest memory %d MiB; the guest keeps fds %s"
         % (plan.get("mem_size", 0) >> 20, " ".join(map(str, plan.get("keep_fds", [])))),
@@ -230,6 +241,6 @@ def register(app: typer.Typer) -> None:
         if pfc:
             typer.echo(pfc_text(doc), nl=False)
         elif as_json:
-            print_json(describe(doc))
+            print_json(describe(doc, launch_title(launch)))
         else:
-            typer.echo(render_text(doc))
+            typer.echo(render_text(doc, launch_title(launch)))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import typer
 
 from spt import unitconf
-from spt.commands._common import one_line_errors, print_json
+from spt.commands._common import SptTyper, one_line_errors, print_json
 from spt.errors import SptError
 
 UNIT_DIR = "/etc/systemd/system"
@@ -42,7 +42,7 @@ CONFIG_MODE = 0o600
 CONFIG_USER_MODE = 0o640
 UNIT_MODE = 0o644
 
-unit_app = typer.Typer(name="unit", no_args_is_help=True,
+unit_app = SptTyper(name="unit", no_args_is_help=True,
                        help="Run unikernels as hardened systemd units (spt@NAME.service).")
 
 
@@ -249,8 +249,9 @@ def describe(config: unitconf.UnitConfig, root: str) -> dict:
 @one_line_errors
 def install(
     name: str = typer.Argument(..., metavar="NAME", help="Instance name: spt@NAME.service."),
-    kernel: str = typer.Option(..., "--kernel", help="The unikernel (absolute path)."),
-    mem: str = typer.Option(None, "--mem", help="Guest memory in MiB (default 512)."),
+    kernel: str = typer.Option(..., "--kernel", metavar="PATH",
+                               help="The unikernel (absolute path)."),
+    mem: str = typer.Option(None, "--mem", metavar="MIB", help="Guest memory in MiB (default 512)."),
     block: list[str] = typer.Option([], "--block", metavar="DEV=PATH",
                                     help="Attach block device DEV to the file PATH."),
     block_sector_size: list[str] = typer.Option([], "--block-sector-size", metavar="DEV=N",
@@ -259,10 +260,12 @@ def install(
                                   help="Attach net device DEV to the TAP interface IFACE."),
     net_mac: list[str] = typer.Option([], "--net-mac", metavar="DEV=MAC",
                                       help="MAC address of net device DEV."),
-    arg: list[str] = typer.Option([], "--arg", help="One argument for the guest (repeat)."),
-    user: str = typer.Option(None, "--user",
+    arg: list[str] = typer.Option([], "--arg", metavar="ARG",
+                                  help="One argument for the guest (repeat)."),
+    user: str = typer.Option(None, "--user", metavar="USER",
                              help="Run as USER with no capabilities (TAPs made for USER)."),
-    root: str = typer.Option("/", "--root", help="Write under DIR (an image being built)."),
+    root: str = typer.Option("/", "--root", metavar="DIR",
+                             help="Write under DIR (an image being built)."),
 ) -> None:
     """Validate and write /etc/spt/NAME.conf, spt@.service and NAME's drop-in."""
     import shlex
@@ -312,7 +315,7 @@ def install(
 @one_line_errors
 def check(
     name: str = typer.Argument(..., metavar="NAME"),
-    root: str = typer.Option("/", "--root", help="Read under DIR."),
+    root: str = typer.Option("/", "--root", metavar="DIR", help="Read under DIR."),
 ) -> None:
     """Validate /etc/spt/NAME.conf against its unikernel, starting nothing."""
     import shlex
@@ -328,7 +331,7 @@ def check(
 @one_line_errors
 def show(
     name: str = typer.Argument(..., metavar="NAME"),
-    root: str = typer.Option("/", "--root", help="Read under DIR."),
+    root: str = typer.Option("/", "--root", metavar="DIR", help="Read under DIR."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """The configuration, the launch it means, and where the unit files are."""
@@ -349,7 +352,8 @@ def show(
 @unit_app.command("exec")
 def exec_(
     name: str = typer.Argument(..., metavar="NAME"),
-    root: str = typer.Option("/", "--root", help="Read under DIR (tests, chroots)."),
+    root: str = typer.Option("/", "--root", metavar="DIR",
+                             help="Read under DIR (tests, chroots)."),
 ) -> None:
     """Read /etc/spt/NAME.conf and become the launcher (no fork: this process
     becomes the guest). The unit runs the same with `python -m spt.unit_exec`."""
