@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: all setup deps native guests demo test test-fast test-arm64 bench fuzz clean install uninstall
+.PHONY: all setup deps native guests demo test test-fast test-arm64 bench fuzz clean install uninstall wheel
 
 all: setup
 
@@ -56,6 +56,14 @@ test-arm64: setup
 	$(MAKE) -s -C native ARCH=aarch64 CC=$(AARCH64_CC) OUT=$(CURDIR)/build/aarch64/spt-trampoline
 	$(MAKE) -s -C guests ARCH=aarch64 CC=$(AARCH64_CC) OUT=$(CURDIR)/build/aarch64/guests PYTHON=../$(PY)
 	$(PY) tests/arm64/vm.py
+
+# make wheel [WHEEL_ARCH=aarch64]: a platform wheel in dist/, for this
+# machine or cross-built (the trampoline is the only compiled part).
+WHEEL_ARCH ?= $(shell uname -m)
+wheel: $(VENV)/.installed
+	@echo "spt: building a wheel for $(WHEEL_ARCH) into dist/"
+	SPT_ARCH=$(WHEEL_ARCH) $(if $(filter-out $(shell uname -m),$(WHEEL_ARCH)),CC=$(AARCH64_CC)) \
+		$(PY) -m build --wheel --outdir dist .
 
 bench: setup
 	$(PY) -m bench

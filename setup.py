@@ -9,6 +9,8 @@ The wheel carries that binary, so it is a platform wheel: tagged
 `py3-none-linux_<machine>` (any Python 3 and any ABI, since the trampoline
 links against neither; the machine it was compiled for). The trampoline is
 static and freestanding (no libc), so no glibc version belongs in the tag.
+A cross build names the target and its compiler (`make wheel ARCH=aarch64`
+does): SPT_ARCH=aarch64 CC=aarch64-linux-gnu-gcc python -m build --wheel.
 
 `solo5-spt` is not a console-script entry point: pip's generated wrapper
 starts Python with `site` and the environment (PYTHONPATH, the user site),
@@ -17,10 +19,10 @@ wheel ships scripts/solo5-spt instead, which starts Python with -I -S.
 """
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
-import sysconfig
 
 from setuptools import Distribution, setup
 from setuptools.command.build_py import build_py
@@ -31,6 +33,12 @@ except ImportError:  # pragma: no cover
     from wheel.bdist_wheel import bdist_wheel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def target_arch() -> str:
+    """The architecture the trampoline is built for (native/<arch>/):
+    SPT_ARCH for a cross build, else this machine's."""
+    return os.environ.get("SPT_ARCH") or platform.machine()
 
 
 def find_compiler() -> None:
@@ -49,7 +57,12 @@ class BuildWithTrampoline(build_py):
             return
         find_compiler()
         out = os.path.join(os.path.abspath(self.build_lib), "spt", "libexec", "spt-trampoline")
-        made = subprocess.run(["make", "-s", "-C", os.path.join(HERE, "native"), "OUT=" + out])
+        if os.path.exists(out):
+            # package data copied a trampoline built in a checkout (perhaps for
+            # another architecture): this build compiles its own
+            os.unlink(out)
+        made = subprocess.run(["make", "-s", "-C", os.path.join(HERE, "native"), "OUT=" + out,
+                               "ARCH=" + target_arch()])
         if made.returncode != 0:
             sys.exit("spt: building the trampoline failed (make -C native exited %d; its "
                      "messages are above)" % made.returncode)
@@ -65,10 +78,10 @@ class WithBinary(Distribution):
 
 
 class PlatformWheel(bdist_wheel):
-    """A wheel for this machine's architecture, whatever Python runs it."""
+    """A wheel for the trampoline's architecture, whatever Python runs it."""
 
     def get_tag(self):
-        return "py3", "none", sysconfig.get_platform().replace("-", "_").replace(".", "_")
+        return "py3", "none", "linux_" + target_arch()
 
 
 setup(

@@ -136,6 +136,27 @@ def test_the_wheel_is_a_platform_wheel_carrying_the_trampoline(built):
 
 
 @pytest.mark.slow
+def test_an_aarch64_wheel_cross_builds_with_an_aarch64_trampoline(tmp_path):
+    """The arm64 hosts' wheel, built here as a packager would (`make wheel
+    WHEEL_ARCH=aarch64`); make test-arm64 runs the same trampoline in an
+    arm64 VM."""
+    cc = shutil.which("aarch64-linux-gnu-gcc")
+    if cc is None:
+        pytest.skip("no aarch64 cross compiler (scripts/install-deps --arm64 installs it)")
+    out = tmp_path / "dist"
+    proc = run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(ROOT)],
+               timeout=600, env=dict(os.environ, SPT_ARCH="aarch64", CC=cc))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    [wheel] = out.glob("*.whl")
+    assert wheel.name == "spt-0.1.0-py3-none-linux_aarch64.whl", wheel.name
+    with zipfile.ZipFile(wheel) as z:
+        tags = z.read("spt-0.1.0.dist-info/WHEEL").decode()
+        trampoline = z.read("spt/libexec/spt-trampoline")
+    assert "Tag: py3-none-linux_aarch64" in tags
+    assert trampoline[:4] == b"\x7fELF" and trampoline[18] == 183  # EM_AARCH64
+
+
+@pytest.mark.slow
 def test_the_sdist_never_carries_a_prebuilt_trampoline(built):
     import tarfile
 
