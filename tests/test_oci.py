@@ -1,0 +1,348 @@
+"""spt-oci: the OCI runtime, called directly and under real engines.
+
+Direct tests call spt-oci as an engine would (a private --root, bundles the
+test writes, the test process as the subreaper that adopts the init);
+slow ones run podman and containerd in mount namespaces of their own (see
+oci_util). Every packet stays in namespaces the tests make.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from conftest import guest_path, stop
+from entrypoint_util import CONTAINER_IP, make_topology, remove_topology
+from oci_util import SPT_OCI, Runtime, become_subreaper, bind, wait_for_output, write_bundle
+from spt import netwire
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    """spt-oci with a private root; the test process adopts the inits."""
+    import prctl
+
+    become_subreaper()
+    rt = Runtime(tmp_path)
+    try:
+        yield rt
+    finally:
+        rt.close()
+        prctl.set_child_subreaper(0)
+        while True:  # orphans adopted meanwhile
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
+
+
+@pytest.fixture
+def topology():
+    made = []
+
+    def make(**kwargs):
+        topo = make_topology(**kwargs)
+        made.append(topo)
+        return topo
+
+    yield make
+    for topo in made:
+        remove_topology(topo)
+
+
+def one_error_line(proc, log, *fragments) -> str:
+    """The error contract: status 1, one line `spt-oci: ...` on stderr (or
+    the stdio file), exactly one JSON error object in --log."""
+    assert proc.returncode == 1, proc.returncode
+    entries = log.read_text().splitlines()
+    assert len(entries) == 1, entries
+    entry = json.loads(entries[0])
+    assert entry["level"] == "error" and re.match(r"^\d{4}-\d\d-\d\dT[\d:.]+Z$", entry["time"])
+    msg = entry["msg"]
+    assert msg.startswith("spt-oci: ") and "\n" not in msg and "Traceback" not in msg, msg
+    for fragment in fragments:
+        assert fragment in msg, (fragment, msg)
+    return msg
+
+
+def started(rt, container_id, bundle, *extra):
+    proc, out, pid_file = rt.create(container_id, bundle, *extra)
+    assert proc.returncode == 0, out.read_text()
+    pid = rt.pid(pid_file)
+    assert rt.call("start", container_id).returncode == 0
+    return pid, out
+
+
+# -- lifecycle ----------------------------------------------------------------
+
+def test_create_waits_start_runs_the_guest_and_its_status_is_the_containers(runtime, tmp_path):
+    bundle = write_bundle(tmp_path / "b", guest_path("hello"), ["hi there"],
+                          annotations={"org.spt.mem": "16"})
+    proc, out, pid_file = runtime.create("c1", bundle)
+    assert proc.returncode == 0, out.read_text()
+    # Digits only: containerd refuses a trailing newline.
+    assert re.fullmatch(r"\d+", pid_file.read_text()), pid_file.read_text()
+    pid = runtime.pid(pid_file)
+    state = runtime.state("c1")
+    assert state["status"] == "created" and state["pid"] == pid and state["id"] == "c1"
+    assert state["bundle"] == str(bundle) and state["annotations"] == {"org.spt.mem": "16"}
+    assert out.read_text() == ""  # nothing printed during create, the guest has not run
+    # The init is PID 1 of a PID namespace of its own, and our child.
+    status = open("/proc/%d/status" % pid).read()
+    assert re.search(r"^NSpid:\s+%d\s+1$" % pid, status, re.M), status
+    assert runtime.call("start", "c1").returncode == 0
+    assert runtime.wait(pid) == 0
+    assert "cmdline: 'hi there'" in out.read_text()
+    assert runtime.state("c1")["status"] == "stopped"
+    assert runtime.call("delete", "c1").returncode == 0
+    assert runtime.call("state", "c1").returncode == 1
+
+
+@pytest.mark.parametrize("code", [0, 3, 77])
+def test_exit_status_of_the_guest_is_the_containers(runtime, tmp_path, code):
+    bundle = write_bundle(tmp_path / "b", guest_path("exit"), [code],
+                          annotations={"org.spt.mem": "8"})
+    pid, _ = started(runtime, "c", bundle)
+    assert runtime.wait(pid) == code
+
+
+def test_the_running_guest_is_the_vanishing_tender(runtime, tmp_path):
+    """Same pid as create reported, named after the kernel, no capability,
+    seccomp, no_new_privs, only its own fds (not the fd the "shim" leaked
+    into create), nothing of the runtime mapped."""
+    leak = os.open("/dev/null", os.O_RDONLY)
+    try:
+        bundle = write_bundle(tmp_path / "b", guest_path("sleep"), annotations={"org.spt.mem": "8"})
+        proc, out, pid_file = runtime.create("c", bundle, pass_fds=(leak,))
+        assert proc.returncode == 0, out.read_text()
+    finally:
+        os.close(leak)
+    pid = runtime.pid(pid_file)
+    assert runtime.call("start", "c").returncode == 0
+    wait_for_output(out, "sleep: yielding")
+    status = open("/proc/%d/status" % pid).read()
+    assert "Name:\tspt:sleep.spt" in status, status
+    for field in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert re.search(r"^%s:\s+0+$" % field, status, re.M), (field, status)
+    assert re.search(r"^NoNewPrivs:\s+1$", status, re.M) and re.search(r"^Seccomp:\s+2$",
+                                                                       status, re.M), status
+    maps = open("/proc/%d/maps" % pid).read()
+    assert "python" not in maps and ".so" not in maps, maps
+    fds = sorted(int(fd) for fd in os.listdir("/proc/%d/fd" % pid))
+    assert leak not in fds or os.readlink("/proc/%d/fd/%d" % (pid, leak)) != "/dev/null"
+    targets = [os.readlink("/proc/%d/fd/%d" % (pid, fd)) for fd in fds]
+    # As under solo5-spt: the console (the container's stdout), epoll, timerfd.
+    assert targets == [str(out), "anon_inode:[eventpoll]", "anon_inode:[timerfd]"], targets
+    assert runtime.state("c")["status"] == "running"
+    assert json.loads(runtime.call("ps", "--format", "json", "c").stdout) == [pid]
+
+
+@pytest.mark.parametrize("when", ["created", "running"])
+def test_sigterm_ends_the_container_promptly(runtime, tmp_path, when):
+    bundle = write_bundle(tmp_path / "b", guest_path("sleep"), annotations={"org.spt.mem": "8"})
+    proc, out, pid_file = runtime.create("c", bundle)
+    assert proc.returncode == 0, out.read_text()
+    pid = runtime.pid(pid_file)
+    if when == "running":
+        assert runtime.call("start", "c").returncode == 0
+        wait_for_output(out, "sleep: yielding")
+    began = time.monotonic()
+    assert runtime.call("kill", "c", "15").returncode == 0
+    assert runtime.wait(pid) == 128 + signal.SIGTERM
+    assert time.monotonic() - began < 10
+    kill = runtime.call("kill", "c", "KILL")
+    assert kill.returncode == 1 and "container not running" in kill.stderr
+
+
+def test_pause_resume_and_kill_all(runtime, tmp_path):
+    bundle = write_bundle(tmp_path / "b", guest_path("sleep"), annotations={"org.spt.mem": "8"})
+    pid, out = started(runtime, "c", bundle)
+    wait_for_output(out, "sleep: yielding")
+    assert runtime.call("pause", "c").returncode == 0
+    from conftest import wait_for
+
+    wait_for(lambda: runtime.state("c")["status"] == "paused")
+    assert runtime.call("resume", "c").returncode == 0
+    wait_for(lambda: runtime.state("c")["status"] == "running")
+    assert runtime.call("kill", "--all", "c", "9").returncode == 0
+    assert runtime.wait(pid) == 128 + signal.SIGKILL
+
+
+def test_delete_forgets_the_id_so_it_can_be_created_again(runtime, tmp_path):
+    bundle = write_bundle(tmp_path / "b", guest_path("sleep"), annotations={"org.spt.mem": "8"})
+    pid, _ = started(runtime, "same", bundle)
+    refused = runtime.call("delete", "same")
+    assert refused.returncode == 1 and "not stopped: running" in refused.stderr
+    again, out, _ = runtime.create("same", bundle)
+    assert again.returncode == 1 and "container with id same already exists" in out.read_text()
+    assert runtime.call("delete", "--force", "same").returncode == 0
+    assert runtime.wait(pid) == 128 + signal.SIGKILL
+    assert os.listdir(runtime.root) == []
+    pid, _ = started(runtime, "same", bundle)
+    assert runtime.state("same")["pid"] == pid
+    # A forced delete of an ID that is gone succeeds; a plain one does not.
+    assert runtime.call("delete", "--force", "same").returncode == 0
+    assert runtime.call("delete", "--force", "same").returncode == 0
+    plain = runtime.call("delete", "same")
+    assert plain.returncode == 1 and plain.stderr == "spt-oci: container same does not exist\n"
+
+
+# -- devices from the bundle --------------------------------------------------
+
+def test_block_file_mounted_at_spt_block_name(runtime, tmp_path):
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"\0" * 8192)
+    bundle = write_bundle(tmp_path / "b", guest_path("blockwriter"), ["seed=5"],
+                          annotations={"org.spt.mem": "8"},
+                          mounts=[bind(str(disk), "/spt/block/storage")])
+    pid, out = started(runtime, "c", bundle)
+    assert runtime.wait(pid) == 0, out.read_text()
+    data = disk.read_bytes()
+    for i in range(16):
+        sector = data[i * 512:(i + 1) * 512]
+        assert int.from_bytes(sector[:8], "little") == i and sector[8] == 5
+
+
+def test_block_file_by_annotation_in_the_rootfs(runtime, tmp_path):
+    bundle = write_bundle(tmp_path / "b", guest_path("block"),
+                          annotations={"org.spt.mem": "8", "org.spt.block.storage": "/disk.img"})
+    (bundle / "rootfs" / "disk.img").write_bytes(b"\0" * 4096)
+    pid, out = started(runtime, "c", bundle)
+    assert runtime.wait(pid) == 0, out.read_text()
+    assert "block: roundtrip ok" in out.read_text()
+
+
+def test_memory_from_the_limit_and_the_annotation(runtime, tmp_path):
+    bundle = write_bundle(tmp_path / "b", guest_path("hello"), memory_limit=24 << 20)
+    pid, out = started(runtime, "c", bundle)
+    assert runtime.wait(pid) == 0, out.read_text()
+    log = tmp_path / "log.json"
+    bundle = write_bundle(tmp_path / "b2", guest_path("hello"), memory_limit=24 << 20,
+                          annotations={"org.spt.mem": "32"})
+    proc, _, _ = runtime.create("d", bundle, log=log)
+    one_error_line(proc, log, "org.spt.mem=32 does not fit the container's memory limit of 24 MiB")
+
+
+@pytest.mark.parametrize("make, fragments", [
+    (lambda tmp: write_bundle(tmp / "b", guest_path("block")),
+     ["block.spt declares what the bundle does not give", "block device 'storage'",
+      "org.spt.block.storage=PATH", "/spt/block/storage"]),
+    (lambda tmp: write_bundle(tmp / "b", guest_path("net")),
+     ["shares the host's network namespace"]),
+    (lambda tmp: write_bundle(tmp / "b", guest_path("net"), new_netns=True),
+     ["no network interface besides lo"]),
+    (lambda tmp: write_bundle(tmp / "b", guest_path("hello"), annotations={"org.spt.mem": "x"}),
+     ["org.spt.mem='x': expected a number of MiB"]),
+    (lambda tmp: write_bundle(tmp / "b", guest_path("hello"),
+                              annotations={"com.urunc.unikernel.binary": "/unikernel/hello.spt",
+                                           "com.urunc.unikernel.hypervisor": "hvt"}),
+     ["com.urunc.unikernel.hypervisor is 'hvt'"]),
+    (lambda tmp: write_bundle(tmp / "b", guest_path("hello"), memory_limit=4 << 20),
+     ["leaves no memory for the guest"]),
+])
+def test_refused_create_is_one_line_and_leaves_nothing(runtime, tmp_path, make, fragments):
+    bundle = make(tmp_path)
+    log = tmp_path / "log.json"
+    log.write_text('{"level":"error","msg":"an earlier failure"}\n')  # truncated first
+    proc, out, pid_file = runtime.create("c", bundle, log=log)
+    one_error_line(proc, log, *fragments)
+    lines = out.read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("spt-oci: "), lines
+    assert not pid_file.exists()
+    assert not runtime.root.exists() or os.listdir(runtime.root) == []
+
+
+def test_urunc_annotations_name_kernel_and_command_line(runtime, tmp_path):
+    bundle = write_bundle(tmp_path / "b", guest_path("hello"), argv=["/not-the-kernel"],
+                          annotations={"com.urunc.unikernel.binary": "/unikernel/hello.spt",
+                                       "com.urunc.unikernel.cmdline": "from urunc",
+                                       "com.urunc.unikernel.hypervisor": "spt",
+                                       "org.spt.mem": "8"})
+    pid, out = started(runtime, "c", bundle)
+    assert runtime.wait(pid) == 0
+    assert "cmdline: 'from urunc'" in out.read_text()
+
+
+def test_kernel_symlink_cannot_leave_the_rootfs(runtime, tmp_path):
+    """/unikernel/k -> /../../hello.spt resolves inside the rootfs: there is
+    no kernel there, so it is not a unikernel (and goes to runc)."""
+    from spt.oci import bundle as bundle_mod
+
+    (tmp_path / "hello.spt").write_bytes(open(guest_path("hello"), "rb").read())
+    b = write_bundle(tmp_path / "b", None, argv=["/unikernel/k"])
+    os.symlink("/../../hello.spt", b / "rootfs" / "unikernel" / "k")
+    found = bundle_mod.in_root(str(b / "rootfs"), "/unikernel/k")
+    assert found == str(b / "rootfs" / "hello.spt")
+    assert bundle_mod.kernel_path(bundle_mod.read(str(b))) is None
+
+
+# -- the network of the container ---------------------------------------------
+
+def test_guest_gets_the_container_netns_interface_and_answers_ping(runtime, tmp_path, topology):
+    topo = topology(mtu=1400)
+    bundle = write_bundle(tmp_path / "b", guest_path("net"), ["--exit-after=2"],
+                          annotations={"org.spt.mem": "16"}, netns=topo.netns_path)
+    pid, out = started(runtime, "c", bundle)
+    text = wait_for_output(out, "net: ready")
+    assert "net: ready mac=%s mtu=1400 ip=%s" % (topo.link("eth0")["address"], CONTAINER_IP) \
+        in text, text
+    assert "spt-oci: service0 gets eth0 (veth) %s/24" % CONTAINER_IP in text
+    ping = topo.ping(2)
+    assert ping.returncode == 0, ping.stdout
+    assert runtime.wait(pid) == 0
+    assert topo.link(netwire.TAP_NAME) is None
+
+
+def test_refused_net_create_undoes_the_wiring(runtime, tmp_path, topology):
+    """A failure after the TAP is made (guest memory too small) leaves the
+    container's namespace as it was."""
+    topo = topology()
+    before = topo.snapshot()
+    bundle = write_bundle(tmp_path / "b", guest_path("net"), annotations={"org.spt.mem": "1"},
+                          netns=topo.netns_path)
+    log = tmp_path / "log.json"
+    proc, _, _ = runtime.create("c", bundle, log=log)
+    one_error_line(proc, log, "does not fit in guest memory")
+    assert topo.snapshot() == before
+
+
+# -- the command line ---------------------------------------------------------
+
+def test_exec_is_refused_in_one_line(runtime, tmp_path):
+    bundle = write_bundle(tmp_path / "b", guest_path("sleep"), annotations={"org.spt.mem": "8"})
+    started(runtime, "c", bundle)
+    log = tmp_path / "log.json"
+    proc = runtime.call("exec", "--process", "/nonexistent", "--detach", "c", log=log)
+    one_error_line(proc, log, "exec is not possible in container c: it is a unikernel")
+    assert runtime.call("delete", "-f", "c").returncode == 0
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["create", "--bundle"], "create: --bundle needs a value"),
+    (["create", "--frobnicate", "x"], "create: unknown flag --frobnicate"),
+    (["kill", "nope", "SIGNOPE"], "kill: 'SIGNOPE' is not a signal"),
+    (["start", "a/b"], "invalid container ID 'a/b'"),
+    (["state", "missing"], "container missing does not exist"),
+    (["--log-format", "xml", "state", "x"], "--log-format 'xml'"),
+    (["frob"], "unknown command 'frob'"),
+])
+def test_command_line_errors_are_one_line(runtime, args, fragment):
+    proc = runtime.call(*args)
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("spt-oci: "), proc.stderr
+    assert fragment in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_version_and_features():
+    from conftest import run
+
+    proc = run([SPT_OCI, "--version"])
+    assert proc.returncode == 0 and proc.stdout.startswith("spt-oci version "), proc.stdout
+    features = json.loads(run([SPT_OCI, "features"]).stdout)
+    assert features["ociVersionMax"] == "1.0.2" and "network" in features["linux"]["namespaces"]
