@@ -131,3 +131,178 @@ def wait_for_output(path: Path, text: str, timeout: float = 20) -> str:
         content = path.read_text(errors="replace")
         return content if text in content else None
     return wait_for(seen, timeout=timeout, interval=0.05)
+
+
+# -- engines in mount namespaces of their own ---------------------------------
+
+# Where an engine or runtime could leave state on the host. Other test
+# runs on this machine may use the host's podman meanwhile, so what is
+# compared is (a) what only spt-oci's tests make (/run/spt-oci) and the
+# engines' configuration directories, whole, and (b) that no path anywhere
+# in these trees names a container the test ran.
+OWN_STATE_PATHS = ("/run/spt-oci", "/etc/containers", "/etc/containerd", "/etc/cni")
+ENGINE_STATE_PATHS = ("/run/containers", "/run/libpod", "/run/crun", "/run/runc",
+                      "/run/containerd", "/var/lib/containers", "/var/lib/containerd",
+                      "/var/lib/cni", "/tmp/containerd")
+
+
+def _listing(top: str):
+    if not os.path.lexists(top):
+        return None
+    names = []
+    for directory, dirs, files in os.walk(top):
+        for name in dirs + files:
+            path = os.path.join(directory, name)
+            try:
+                size = -1 if os.path.isdir(path) else os.lstat(path).st_size
+            except FileNotFoundError:
+                continue
+            names.append((os.path.relpath(path, top), size))
+    return sorted(names)
+
+
+def host_state() -> dict:
+    return {top: _listing(top) for top in OWN_STATE_PATHS}
+
+
+def host_paths_naming(ids) -> list[str]:
+    """Paths under the engines' host directories that name one of `ids`."""
+    found = []
+    for top in ENGINE_STATE_PATHS + OWN_STATE_PATHS:
+        for rel, _ in _listing(top) or ():
+            if any(i in rel for i in ids):
+                found.append(os.path.join(top, rel))
+    return found
+
+
+# The private views an engine gets (SETUP below): /run and /var are tmpfs,
+# /etc an overlay whose upper layer is in the scratch directory, cgroup2 on
+# /sys/fs/cgroup (this machine's hybrid setup, see entrypoint_util). The
+# host's /run/netns is bound back into the private /run, as a slave: the
+# namespaces the test adds later appear in it.
+PRIVATE_VIEWS = """set -eu
+mount --make-rslave /
+mkdir -p "$S/netns" "$S/etc.upper" "$S/etc.work"
+mount --rbind /run/netns "$S/netns"
+mount -t tmpfs -o mode=0755 tmpfs /run
+mkdir /run/netns
+mount --rbind "$S/netns" /run/netns
+mount -t overlay overlay -o "lowerdir=/etc,upperdir=$S/etc.upper,workdir=$S/etc.work" /etc
+mount -t tmpfs -o mode=0755 tmpfs /var
+mkdir -p /var/tmp /var/lib /var/cache /var/log
+chmod 1777 /var/tmp
+ln -s /run /var/run
+"""
+
+CONTAINERS_CONF = """\
+[engine]
+runtime_supports_json = ["crun", "runc", "spt-oci"]
+runtime_supports_nocgroup = ["crun", "spt-oci"]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+[engine.runtimes]
+spt-oci = ["%s"]
+"""
+
+STORAGE_CONF = """\
+[storage]
+driver = "overlay"
+graphroot = "%s"
+runroot = "/run/containers/storage"
+"""
+
+
+class PrivateNs:
+    """A mount namespace with PRIVATE_VIEWS (plus `extra` shell lines),
+    kept alive by a `sleep` started here and ended by its pid."""
+
+    def __init__(self, scratch: Path, extra: str = ""):
+        self.scratch = scratch
+        scratch.mkdir(parents=True, exist_ok=True)
+        os.makedirs("/run/netns", exist_ok=True)  # as `ip netns add` makes it
+        script = PRIVATE_VIEWS + extra + "echo ready\nexec sleep 3600\n"
+        self.holder = subprocess.Popen(["unshare", "-m", "--propagation", "slave", "sh", "-c",
+                                        script], env=dict(os.environ, S=str(scratch)),
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True)
+        line = self.holder.stdout.readline()
+        if line.strip() != "ready":
+            self.close()
+            raise AssertionError("cannot prepare the engine's mount namespace: %s"
+                                 % self.holder.stderr.read())
+
+    def prefix(self) -> list[str]:
+        return ["nsenter", "-t", str(self.holder.pid), "-m"]
+
+    def close(self) -> None:
+        from conftest import stop
+
+        stop(self.holder)
+
+
+class OciPodman(PrivateNs):
+    """Debian's podman, rootful, with --runtime spt-oci configured the way
+    docs/oci.md says (containers.conf lines), in a PrivateNs."""
+
+    SETUP = "umount -l /sys/fs/cgroup\nmount -t cgroup2 none /sys/fs/cgroup\n"
+    # What this machine's podman needs (see entrypoint_util).
+    RUN_FLAGS = ("--cgroups=disabled", "--ulimit", "nofile=1024:1024",
+                 "--ulimit", "nproc=1024:1024")
+
+    def __init__(self, scratch: Path):
+        super().__init__(scratch, self.SETUP)
+        (scratch / "containers.conf").write_text(CONTAINERS_CONF % SPT_OCI)
+        (scratch / "storage.conf").write_text(STORAGE_CONF % (scratch / "storage"))
+        self.env = dict(os.environ, CONTAINERS_CONF=str(scratch / "containers.conf"),
+                        CONTAINERS_STORAGE_CONF=str(scratch / "storage.conf"))
+        self.names: list[str] = []
+        self.ids: list[str] = []  # every container run (from --cidfile)
+
+    def run(self, name: str, *args, detach: bool = True):
+        """podman --runtime spt-oci run; the container's ID is remembered."""
+        cidfile = self.scratch / ("cid-" + uuid.uuid4().hex[:8])
+        proc = self.podman("--runtime", "spt-oci", "run", *(["-d"] if detach else []),
+                           "--cidfile", cidfile, "--name", name, *self.RUN_FLAGS, *args)
+        if cidfile.exists():
+            self.ids.append(cidfile.read_text().strip())
+        return proc
+
+    def podman(self, *args, timeout: float = 90):
+        return run([*self.prefix(), "podman", *map(str, args)], timeout=timeout, env=self.env)
+
+    def new_name(self) -> str:
+        name = "spt-oci-" + uuid.uuid4().hex[:8]
+        self.names.append(name)
+        return name
+
+    def build(self, kernel: str, tag: str, *, cmd_args=()) -> str:
+        """An image FROM scratch holding only the kernel, its CMD the kernel."""
+        context = self.scratch / ("ctx-" + tag)
+        context.mkdir()
+        shutil.copy(kernel, context / os.path.basename(kernel))
+        name = os.path.basename(kernel)
+        cmd = json.dumps([KERNEL_DIR + "/" + name, *cmd_args])
+        (context / "Containerfile").write_text(
+            "FROM scratch\nCOPY %s %s/%s\nSTOPSIGNAL SIGTERM\nCMD %s\n"
+            % (name, KERNEL_DIR, name, cmd))
+        image = "localhost/spt-oci-test/%s:latest" % tag
+        built = self.podman("build", "-q", "-t", image, str(context), timeout=300)
+        assert built.returncode == 0, built.stderr
+        return image
+
+    def state(self, name: str) -> dict:
+        proc = self.podman("inspect", name, "--format", "{{json .State}}")
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    def wait_for_log(self, name: str, text: str, timeout: float = 30) -> str:
+        def logged():
+            proc = self.podman("logs", name)
+            out = proc.stdout + proc.stderr
+            return out if text in out else None
+        return wait_for(logged, timeout=timeout, interval=0.2)
+
+    def close(self) -> None:
+        for name in self.names:
+            self.podman("rm", "-f", "-t", "0", name)
+        super().close()

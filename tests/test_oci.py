@@ -16,9 +16,10 @@ import time
 
 import pytest
 
-from conftest import guest_path, stop
+from conftest import guest_path, run, stop
 from entrypoint_util import CONTAINER_IP, make_topology, remove_topology
-from oci_util import SPT_OCI, Runtime, become_subreaper, bind, wait_for_output, write_bundle
+from oci_util import (SPT_OCI, OciPodman, Runtime, become_subreaper, bind, host_paths_naming,
+                      host_state, wait_for_output, write_bundle)
 from spt import netwire
 
 
@@ -65,7 +66,7 @@ def one_error_line(proc, log, *fragments) -> str:
     entry = json.loads(entries[0])
     assert entry["level"] == "error" and re.match(r"^\d{4}-\d\d-\d\dT[\d:.]+Z$", entry["time"])
     msg = entry["msg"]
-    assert msg.startswith("spt-oci: ") and "\n" not in msg and "Traceback" not in msg, msg
+    assert not msg.startswith("spt-oci") and "\n" not in msg and "Traceback" not in msg, msg
     for fragment in fragments:
         assert fragment in msg, (fragment, msg)
     return msg
@@ -346,3 +347,109 @@ def test_version_and_features():
     assert proc.returncode == 0 and proc.stdout.startswith("spt-oci version "), proc.stdout
     features = json.loads(run([SPT_OCI, "features"]).stdout)
     assert features["ociVersionMax"] == "1.0.2" and "network" in features["linux"]["namespaces"]
+
+
+# -- podman --runtime spt-oci -------------------------------------------------
+
+@pytest.fixture
+def podman(tmp_path):
+    before = host_state()
+    pod = OciPodman(tmp_path / "podman")
+    try:
+        yield pod
+    finally:
+        pod.close()
+    assert host_state() == before, "podman or spt-oci left state on the host"
+    assert pod.ids and host_paths_naming(pod.ids) == []
+
+
+def podman_run(pod, name, *args, detach=True):
+    return pod.run(name, *args, detach=detach)
+
+
+@pytest.mark.slow
+def test_podman_runs_the_net_image_answers_ping_stops_promptly_and_restarts(topology, podman):
+    topo = topology()
+    image = podman.build(guest_path("net"), "net")
+    name = podman.new_name()
+    proc = podman_run(podman, name, "--network", "ns:" + topo.netns_path,
+                      "--annotation", "org.spt.mem=16", image)
+    assert proc.returncode == 0, proc.stderr
+    for attempt in (1, 2):  # the second: `podman start` of the exited container, same ID
+        podman.wait_for_log(name, "net: ready mac=%s" % topo.link("eth0")["address"])
+        pid = podman.state(name)["Pid"]
+        status = open("/proc/%d/status" % pid).read()
+        assert "Name:\tspt:net.spt" in status and re.search(r"^CapEff:\s+0+$", status, re.M)
+        assert re.search(r"^NSpid:\s+%d\s+1$" % pid, status, re.M), status
+        ping = topo.ping(3)
+        assert ping.returncode == 0 and " 0% packet loss" in ping.stdout, ping.stdout
+        began = time.monotonic()
+        stopped = podman.podman("stop", "-t", "30", name)
+        assert stopped.returncode == 0, stopped.stderr
+        assert time.monotonic() - began < 10, "SIGTERM did not end the guest"
+        assert podman.state(name)["ExitCode"] == 128 + signal.SIGTERM
+        assert topo.link(netwire.TAP_NAME) is None
+        if attempt == 1:
+            again = podman.podman("start", name)
+            assert again.returncode == 0, again.stderr
+    assert podman.podman("rm", name).returncode == 0
+
+
+@pytest.mark.slow
+def test_podman_block_guest_writes_its_file_and_exit_status_is_podmans(podman, tmp_path):
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"\0" * 8192)
+    image = podman.build(guest_path("blockwriter"), "blockwriter")
+    proc = podman_run(podman, podman.new_name(), "--rm", "-v", "%s:/spt/block/storage" % disk,
+                      "--annotation", "org.spt.mem=8", image, "/unikernel/blockwriter.spt",
+                      "seed=9", detach=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote 15" in proc.stdout
+    data = disk.read_bytes()
+    assert all(int.from_bytes(data[i * 512:i * 512 + 8], "little") == i and data[i * 512 + 8] == 9
+               for i in range(16))
+    image = podman.build(guest_path("exit"), "exit")
+    proc = podman_run(podman, podman.new_name(), "--rm", "--annotation", "org.spt.mem=8",
+                      image, "/unikernel/exit.spt", "3", detach=False)
+    assert proc.returncode == 3, proc.stderr
+
+
+@pytest.mark.slow
+def test_podman_shows_a_refused_create_in_one_line(podman):
+    image = podman.build(guest_path("block"), "block")
+    proc = podman_run(podman, podman.new_name(), "--rm", "--annotation", "org.spt.mem=8", image,
+                      detach=False)
+    assert proc.returncode == 126, (proc.returncode, proc.stderr)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error")]
+    assert errors == ["Error: OCI runtime error: spt-oci: block.spt declares what the "
+                      "bundle does not give: block device 'storage' (annotation "
+                      "org.spt.block.storage=PATH, or a file mounted at /spt/block/storage)"], \
+        proc.stderr
+
+
+@pytest.mark.slow
+def test_podman_ordinary_container_goes_to_crun(podman):
+    """Not a unikernel: the whole call goes to the host's crun (podman sent
+    crun's --cgroup-manager flag), and later commands follow it."""
+    import sys
+
+    proc = podman_run(podman, podman.new_name(), "--rm", "-v",
+                      "%s:%s:ro" % (sys.base_prefix, sys.base_prefix), "--rootfs", "/:O",
+                      "sh", "-c", "echo ordinary; exit 5", detach=False)
+    assert proc.returncode == 5, proc.stderr
+    assert proc.stdout == "ordinary\n"
+    name = podman.new_name()
+    proc = podman_run(podman, name, "-v", "%s:%s:ro" % (sys.base_prefix, sys.base_prefix),
+                      "--rootfs", "/:O", "sleep", "600")
+    assert proc.returncode == 0, proc.stderr
+    container_id = proc.stdout.strip()
+    ls = run([*podman.prefix(), "ls", "/run/spt-oci", "/run/crun"])
+    assert "spt-oci@" + container_id in ls.stdout and container_id in ls.stdout.split(), ls.stdout
+    assert podman.podman("kill", name).returncode == 0  # SIGKILL, through crun
+    from conftest import wait_for
+
+    wait_for(lambda: podman.state(name)["Status"] == "exited", timeout=30)
+    assert podman.state(name)["ExitCode"] == 128 + signal.SIGKILL
+    assert podman.podman("rm", name).returncode == 0
+    ls = run([*podman.prefix(), "ls", "-A", "/run/spt-oci"])
+    assert ls.stdout == "", ls.stdout

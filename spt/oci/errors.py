@@ -27,7 +27,9 @@ def report(message: str, log_path: str | None, log_format: str) -> None:
     line = "%s: %s" % (PROG, message)
     if log_path:
         if log_format == "json":
-            data = json.dumps({"level": "error", "msg": line, "time": _rfc3339_now()}) + "\n"
+            # The engines name the runtime themselves ("OCI runtime error:
+            # spt-oci: MSG"), so the object's msg is the bare message.
+            data = json.dumps({"level": "error", "msg": message, "time": _rfc3339_now()}) + "\n"
         else:
             data = line + "\n"
         try:
