@@ -306,3 +306,138 @@ class OciPodman(PrivateNs):
         for name in self.names:
             self.podman("rm", "-f", "-t", "0", name)
         super().close()
+
+
+# -- images without a registry -------------------------------------------------
+
+def oci_image_archive(kernel: str, out: Path, name: str, cmd=None) -> Path:
+    """An OCI image layout in a tar file, as `ctr image import` reads it:
+    one layer holding /unikernel/KERNEL, its CMD the kernel. This is all a
+    unikernel image needs (see docs/oci.md)."""
+    import hashlib
+    import io
+    import tarfile
+
+    def blob(data: bytes) -> tuple[str, int, bytes]:
+        return "sha256:" + hashlib.sha256(data).hexdigest(), len(data), data
+
+    base = os.path.basename(kernel)
+    layer_io = io.BytesIO()
+    with tarfile.open(fileobj=layer_io, mode="w", format=tarfile.PAX_FORMAT) as layer:
+        info = tarfile.TarInfo(KERNEL_DIR.lstrip("/"))
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        layer.addfile(info)
+        data = Path(kernel).read_bytes()
+        info = tarfile.TarInfo(KERNEL_DIR.lstrip("/") + "/" + base)
+        info.size, info.mode = len(data), 0o755
+        layer.addfile(info, io.BytesIO(data))
+    layer_digest, layer_size, layer_data = blob(layer_io.getvalue())
+    config = {"architecture": "amd64", "os": "linux",
+              "config": {"Cmd": cmd or [KERNEL_DIR + "/" + base], "StopSignal": "SIGTERM"},
+              "rootfs": {"type": "layers", "diff_ids": [layer_digest]}}
+    config_digest, config_size, config_data = blob(json.dumps(config).encode())
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": config_digest, "size": config_size},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                            "digest": layer_digest, "size": layer_size}]}
+    manifest_digest, manifest_size, manifest_data = blob(json.dumps(manifest).encode())
+    index = {"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
+         "size": manifest_size, "platform": {"architecture": "amd64", "os": "linux"},
+         "annotations": {"io.containerd.image.name": name,
+                         "org.opencontainers.image.ref.name": name.rpartition(":")[2]}}]}
+    with tarfile.open(out, "w") as archive:
+        def add(path: str, data: bytes):
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        add("oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
+        add("index.json", json.dumps(index).encode())
+        for digest, data in ((layer_digest, layer_data), (config_digest, config_data),
+                             (manifest_digest, manifest_data)):
+            add("blobs/sha256/" + digest.split(":")[1], data)
+    return out
+
+
+# -- containerd -----------------------------------------------------------------
+
+CONTAINERD_CONFIG = """\
+version = 2
+root = "%(s)s/root"
+state = "%(s)s/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "%(sock)s"
+[ttrpc]
+  address = "%(sock)s.ttrpc"
+"""
+
+
+class OciContainerd(PrivateNs):
+    """Debian's containerd, started here with private root, state and
+    socket, in a PrivateNs (the shim's fixed paths under /run are then
+    private too), stopped by its pid. `ctr` talks to it."""
+
+    NAMESPACE = "spt-test"
+
+    def __init__(self, scratch: Path):
+        super().__init__(scratch)
+        state = scratch / "containerd"
+        state.mkdir()
+        # In the private /run: a socket path under the test's scratch
+        # directory could exceed the 108 bytes of sun_path.
+        self.socket = "/run/spt-test/containerd.sock"
+        config = scratch / "containerd.toml"
+        config.write_text(CONTAINERD_CONFIG % {"s": state, "sock": self.socket})
+        self.log = open(scratch / "containerd.log", "w")
+        # nsenter with only -m execs containerd: this Popen's pid is containerd's.
+        self.daemon = subprocess.Popen([*self.prefix(), "containerd", "--config", str(config)],
+                                       stdin=subprocess.DEVNULL, stdout=self.log,
+                                       stderr=subprocess.STDOUT)
+        self.ids: list[str] = []
+        try:
+            wait_for(lambda: self.ctr("version").returncode == 0, timeout=60, interval=0.2)
+        except AssertionError:
+            self.close()
+            raise
+
+    def ctr(self, *args, timeout: float = 90, **kwargs):
+        return run([*self.prefix(), "ctr", "--address", str(self.socket), "--namespace",
+                    self.NAMESPACE, *map(str, args)], timeout=timeout, **kwargs)
+
+    def ctr_popen(self, *args, **kwargs):
+        return subprocess.Popen([*self.prefix(), "ctr", "--address", str(self.socket),
+                                 "--namespace", self.NAMESPACE, *map(str, args)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, **kwargs)
+
+    def new_id(self) -> str:
+        cid = "spt-oci-" + uuid.uuid4().hex[:8]
+        self.ids.append(cid)
+        return cid
+
+    def import_image(self, kernel: str, tag: str) -> str:
+        name = "localhost/spt-oci-test/%s:latest" % tag
+        archive = oci_image_archive(kernel, self.scratch / ("%s.tar" % tag), name)
+        proc = self.ctr("image", "import", archive, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return name
+
+    def close(self) -> None:
+        from conftest import stop
+
+        if getattr(self, "daemon", None) is not None:
+            for cid in self.ids:
+                self.ctr("task", "kill", "-s", "KILL", cid)
+                self.ctr("task", "delete", "-f", cid)
+                self.ctr("container", "delete", cid)
+            stop(self.daemon, signal_term())
+            self.log.close()
+        super().close()
+
+
+def signal_term():
+    import signal
+
+    return signal.SIGTERM

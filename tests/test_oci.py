@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from conftest import guest_path, run, stop
+from conftest import guest_path, run, stop, wait_for
 from entrypoint_util import CONTAINER_IP, make_topology, remove_topology
-from oci_util import (SPT_OCI, OciPodman, Runtime, become_subreaper, bind, host_paths_naming,
+from oci_util import (SPT_OCI, OciContainerd, OciPodman, Runtime, become_subreaper, bind, host_paths_naming,
                       host_state, wait_for_output, write_bundle)
 from spt import netwire
 
@@ -453,3 +453,94 @@ def test_podman_ordinary_container_goes_to_crun(podman):
     assert podman.podman("rm", name).returncode == 0
     ls = run([*podman.prefix(), "ls", "-A", "/run/spt-oci"])
     assert ls.stdout == "", ls.stdout
+
+
+# -- containerd: ctr run --runc-binary spt-oci ---------------------------------
+
+@pytest.fixture
+def containerd(tmp_path):
+    before = host_state()
+    daemon = OciContainerd(tmp_path / "containerd")
+    try:
+        yield daemon
+    finally:
+        daemon.close()
+    assert host_state() == before, "containerd or spt-oci left state on the host"
+    assert daemon.ids and host_paths_naming(daemon.ids) == []
+
+
+def ctr_run(daemon, cid, image, *args, ctr_flags=()):
+    """Foreground `ctr run --rm`: the Popen ends with the container."""
+    return daemon.ctr_popen("run", "--rm", "--runc-binary", SPT_OCI, *ctr_flags, image, cid,
+                            *args)
+
+
+@pytest.mark.slow
+def test_containerd_runs_the_net_image_answers_ping_stops_promptly_and_restarts(topology,
+                                                                                containerd):
+    topo = topology()
+    image = containerd.import_image(guest_path("net"), "net")
+    cid = containerd.new_id()
+    for _ in (1, 2):  # the same ID again once the first run is gone
+        proc = ctr_run(containerd, cid, image, "/unikernel/net.spt",
+                       ctr_flags=("--with-ns", "network:" + topo.netns_path,
+                                  "--annotation", "org.spt.mem=16"))
+        try:
+            line = wait_for(lambda: _ready_in(proc), timeout=30)
+            assert "mac=%s" % topo.link("eth0")["address"] in line, line
+            pids = json.loads(run([*containerd.prefix(), SPT_OCI, "--root",
+                                   "/run/containerd/runc/" + containerd.NAMESPACE, "ps",
+                                   "--format", "json", cid]).stdout)
+            status = open("/proc/%d/status" % pids[0]).read()
+            assert "Name:\tspt:net.spt" in status and re.search(r"^CapEff:\s+0+$", status, re.M)
+            ping = topo.ping(3)
+            assert ping.returncode == 0 and " 0% packet loss" in ping.stdout, ping.stdout
+            began = time.monotonic()
+            assert containerd.ctr("task", "kill", cid).returncode == 0  # SIGTERM
+            assert proc.wait(timeout=30) == 128 + signal.SIGTERM, proc.stderr.read()
+            assert time.monotonic() - began < 10
+        finally:
+            stop(proc)
+        wait_for(lambda: containerd.ctr("container", "info", cid).returncode != 0, timeout=30)
+        assert topo.link(netwire.TAP_NAME) is None
+
+
+def _ready_in(proc):
+    from conftest import read_line
+
+    line = read_line(proc.stdout, timeout=30)
+    return line if line.startswith("net: ready") else None
+
+
+@pytest.mark.slow
+def test_containerd_block_guest_writes_its_file_and_exit_status_is_ctrs(containerd, tmp_path):
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"\0" * 8192)
+    image = containerd.import_image(guest_path("blockwriter"), "blockwriter")
+    proc = ctr_run(containerd, containerd.new_id(), image, "/unikernel/blockwriter.spt", "seed=4",
+                   ctr_flags=("--mount", "type=bind,src=%s,dst=/spt/block/storage,"
+                              "options=rbind:rw" % disk, "--annotation", "org.spt.mem=8"))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "wrote 15" in out
+    data = disk.read_bytes()
+    assert all(int.from_bytes(data[i * 512:i * 512 + 8], "little") == i and data[i * 512 + 8] == 4
+               for i in range(16))
+    image = containerd.import_image(guest_path("exit"), "exit")
+    proc = ctr_run(containerd, containerd.new_id(), image, "/unikernel/exit.spt", "3",
+                   ctr_flags=("--annotation", "org.spt.mem=8"))
+    proc.communicate(timeout=60)
+    assert proc.returncode == 3
+
+
+@pytest.mark.slow
+def test_containerd_shows_a_refused_create_in_one_line(containerd):
+    image = containerd.import_image(guest_path("block"), "block")
+    proc = ctr_run(containerd, containerd.new_id(), image, ctr_flags=("--annotation",
+                                                                      "org.spt.mem=8"))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, (out, err)
+    assert err == ("ctr: failed to create shim task: OCI runtime create failed: block.spt "
+                   "declares what the bundle does not give: block device 'storage' (annotation "
+                   "org.spt.block.storage=PATH, or a file mounted at /spt/block/storage): "
+                   "unknown\n"), err
