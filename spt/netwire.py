@@ -255,9 +255,13 @@ def open_tun_device(undo: Undo) -> int:
     CAP_MKNOD (in Docker's and containerd's default set, not in podman's)
     and a runtime whose device rules allow the device (runc's built-in
     rules do, except 1.2.0 to 1.2.3; crun's do not). A Kubernetes pod spec
-    cannot ask for a device, so this is how a pod on runc gets its TAP."""
+    cannot ask for a device: on runc this is how a pod gets its TAP; on crun
+    the pod needs the host's node as a hostPath CharDevice volume (or the
+    spt-oci runtime, which needs nothing in the pod, see docs/oci.md)."""
     flags = os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC
-    need = "(the container needs the device: --device %s)" % TUN_DEVICE
+    need = ("(the container needs the device: --device %s; in a Kubernetes pod a hostPath "
+            "volume of type CharDevice at %s, or spt-oci as the pod's runtime)"
+            % (TUN_DEVICE, TUN_DEVICE))
     try:
         return os.open(TUN_DEVICE, flags)
     except FileNotFoundError:

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import time
 
 import pytest
@@ -544,3 +545,101 @@ def test_containerd_shows_a_refused_create_in_one_line(containerd):
                    "declares what the bundle does not give: block device 'storage' (annotation "
                    "org.spt.block.storage=PATH, or a file mounted at /spt/block/storage): "
                    "unknown\n"), err
+
+
+# -- the entrypoint's image recipe ---------------------------------------------
+
+def _make_rootfs():
+    import importlib.util
+    from importlib.machinery import SourceFileLoader
+
+    from conftest import ROOT
+
+    loader = SourceFileLoader("make_rootfs", str(ROOT / "contrib" / "container" / "make-rootfs"))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    return module
+
+
+def test_entrypoint_image_default_command_names_the_kernel_it_was_built_with():
+    recipe = _make_rootfs().containerfile("blockwriter.spt", 32, None)
+    lines = recipe.splitlines()
+    assert 'CMD ["--mem=32", "/unikernel/blockwriter.spt"]' in lines, recipe
+    assert 'ENTRYPOINT ["/opt/spt/bin/spt", "entrypoint"]' in lines, recipe
+    assert "FROM scratch" in lines and "STOPSIGNAL SIGTERM" in lines
+
+
+def test_entrypoint_image_carries_the_guests_own_network_flags():
+    """A guest that is not MirageOS gets the flags its image was built with
+    (or none), not MirageOS's."""
+    recipe = _make_rootfs().containerfile("net.spt", 64, "--ip={ipv4}/{prefix}")
+    assert ('ENTRYPOINT ["/opt/spt/bin/spt", "entrypoint", "--args-template", '
+            '"--ip={ipv4}/{prefix}"]') in recipe.splitlines(), recipe
+    recipe = _make_rootfs().containerfile("net.spt", 64, "")
+    assert 'ENTRYPOINT ["/opt/spt/bin/spt", "entrypoint", "--args-template", ""]' in recipe
+
+
+def test_make_rootfs_refuses_a_bad_mem_in_one_line(tmp_path):
+    import sys
+
+    from conftest import ROOT
+
+    proc = run([sys.executable, str(ROOT / "contrib" / "container" / "make-rootfs"), "--mem=x",
+                guest_path("net"), str(tmp_path / "ctx")])
+    assert proc.returncode == 1 and proc.stderr == \
+        "make-rootfs: --mem=x: expected a number of MiB\n", proc.stderr
+
+
+# -- cgroups --------------------------------------------------------------------
+
+CGROUP2_VIEW = ["unshare", "-m", "sh", "-c",
+                "mount --make-rprivate / && umount -l /sys/fs/cgroup && "
+                "mount -t cgroup2 none /sys/fs/cgroup && exec \"$@\"", "sh"]
+
+
+@pytest.mark.parametrize("systemd", [False, True])
+def test_cgroups_path_is_honoured_on_cgroup2_and_removed_by_delete(runtime, tmp_path, systemd):
+    """Every call in a view with cgroup2 on /sys/fs/cgroup (this machine's
+    host is hybrid, where the guest stays in the caller's cgroup)."""
+    import uuid
+
+    tag = uuid.uuid4().hex[:8]
+    if systemd:
+        path, expected = "spt-test.slice:spt:%s" % tag, "/spt.slice/spt-test.slice/spt-%s.scope" % tag
+    else:
+        path, expected = "/spt-oci-test-%s" % tag, "/spt-oci-test-%s" % tag
+    bundle = write_bundle(tmp_path / "b", guest_path("sleep"), annotations={"org.spt.mem": "8"},
+                          extra_linux={"cgroupsPath": path})
+    glob = ["--root", str(runtime.root)] + (["--systemd-cgroup"] if systemd else [])
+    out = tmp_path / "out"
+    with open(out, "w") as stdio:
+        proc = subprocess.run([*CGROUP2_VIEW, SPT_OCI, *glob, "create", "--bundle", str(bundle),
+                               "--pid-file", str(tmp_path / "pid"), "c"], stdin=subprocess.DEVNULL,
+                              stdout=stdio, stderr=stdio, timeout=60)
+    assert proc.returncode == 0, out.read_text()
+    pid = int((tmp_path / "pid").read_text())
+    runtime.pids.append(pid)
+    assert "0::%s\n" % expected in open("/proc/%d/cgroup" % pid).read()
+    check = run([*CGROUP2_VIEW, "test", "-d", "/sys/fs/cgroup" + expected])
+    assert check.returncode == 0
+    deleted = run([*CGROUP2_VIEW, SPT_OCI, *glob, "delete", "--force", "c"])
+    assert deleted.returncode == 0, deleted.stderr
+    assert runtime.wait(pid) == 128 + signal.SIGKILL
+    assert run([*CGROUP2_VIEW, "test", "-e", "/sys/fs/cgroup" + expected]).returncode == 1
+    if systemd:  # the slices stay, as systemd's would; the test removes its own
+        run([*CGROUP2_VIEW, "rmdir", "/sys/fs/cgroup/spt.slice/spt-test.slice",
+             "/sys/fs/cgroup/spt.slice"])
+
+
+def test_systemd_cgroups_path_names():
+    from spt.oci import cgroup
+    from spt.oci.errors import OciError
+
+    assert cgroup.systemd_path("machine.slice:libpod:abc") == "machine.slice/libpod-abc.scope"
+    assert cgroup.systemd_path("system.slice:ctr:c4") == "system.slice/ctr-c4.scope"
+    assert cgroup.systemd_path("kubepods-besteffort-pod1.slice:cri-containerd:x") == \
+        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/" \
+        "cri-containerd-x.scope"
+    for bad in ("/default/c4", "a:b", "x.scope:p:n"):
+        with pytest.raises(OciError):
+            cgroup.systemd_path(bad)
