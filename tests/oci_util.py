@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 from conftest import BIN, run, wait_for
+from entrypoint_util import PodmanNs
 
 SPT_OCI = str(BIN / "spt-oci")
 KERNEL_DIR = "/unikernel"
@@ -290,17 +291,9 @@ class OciPodman(PrivateNs):
         assert built.returncode == 0, built.stderr
         return image
 
-    def state(self, name: str) -> dict:
-        proc = self.podman("inspect", name, "--format", "{{json .State}}")
-        assert proc.returncode == 0, proc.stderr
-        return json.loads(proc.stdout)
-
-    def wait_for_log(self, name: str, text: str, timeout: float = 30) -> str:
-        def logged():
-            proc = self.podman("logs", name)
-            out = proc.stdout + proc.stderr
-            return out if text in out else None
-        return wait_for(logged, timeout=timeout, interval=0.2)
+    # The entrypoint's podman harness reads state and logs the same way.
+    state = PodmanNs.state
+    wait_for_log = PodmanNs.wait_for_log
 
     def close(self) -> None:
         for name in self.names:

@@ -18,10 +18,11 @@ import time
 import pytest
 
 from conftest import guest_path, run, stop, wait_for
-from entrypoint_util import CONTAINER_IP, make_topology, remove_topology
+from entrypoint_util import CONTAINER_IP
 from oci_util import (SPT_OCI, OciContainerd, OciPodman, Runtime, become_subreaper, bind, host_paths_naming,
                       host_state, wait_for_output, write_bundle)
 from spt import netwire
+from test_entrypoint import topology  # noqa: F401 - the fixture: namespaces and a veth
 
 
 @pytest.fixture
@@ -42,20 +43,6 @@ def runtime(tmp_path):
                     break
             except ChildProcessError:
                 break
-
-
-@pytest.fixture
-def topology():
-    made = []
-
-    def make(**kwargs):
-        topo = make_topology(**kwargs)
-        made.append(topo)
-        return topo
-
-    yield make
-    for topo in made:
-        remove_topology(topo)
 
 
 def one_error_line(proc, log, *fragments) -> str:
