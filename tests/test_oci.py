@@ -60,6 +60,15 @@ def one_error_line(proc, log, *fragments) -> str:
     return msg
 
 
+def guest_fd_kinds(pid: int) -> list[str]:
+    """What the guest's fds are, sorted: pipes and sockets by kind."""
+    kinds = []
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        kinds.append(target.split(":")[0] if target.startswith(("pipe:", "socket:")) else target)
+    return sorted(kinds)
+
+
 def started(rt, container_id, bundle, *extra):
     proc, out, pid_file = rt.create(container_id, bundle, *extra)
     assert proc.returncode == 0, out.read_text()
@@ -369,6 +378,8 @@ def test_podman_runs_the_net_image_answers_ping_stops_promptly_and_restarts(topo
         status = open("/proc/%d/status" % pid).read()
         assert "Name:\tspt:net.spt" in status and re.search(r"^CapEff:\s+0+$", status, re.M)
         assert re.search(r"^NSpid:\s+%d\s+1$" % pid, status, re.M), status
+        assert guest_fd_kinds(pid) == ["/dev/net/tun", "anon_inode:[eventpoll]",
+                                       "anon_inode:[timerfd]", "pipe"]
         ping = topo.ping(3)
         assert ping.returncode == 0 and " 0% packet loss" in ping.stdout, ping.stdout
         began = time.monotonic()
@@ -481,6 +492,10 @@ def test_containerd_runs_the_net_image_answers_ping_stops_promptly_and_restarts(
                                    "--format", "json", cid]).stdout)
             status = open("/proc/%d/status" % pids[0]).read()
             assert "Name:\tspt:net.spt" in status and re.search(r"^CapEff:\s+0+$", status, re.M)
+            # Never the shim's sockets (its ttrpc listener reaches create as
+            # fd 3): the console pipe, epoll, timerfd and the TAP only.
+            assert guest_fd_kinds(pids[0]) == ["/dev/net/tun", "anon_inode:[eventpoll]",
+                                               "anon_inode:[timerfd]", "pipe"]
             ping = topo.ping(3)
             assert ping.returncode == 0 and " 0% packet loss" in ping.stdout, ping.stdout
             began = time.monotonic()
@@ -630,3 +645,47 @@ def test_systemd_cgroups_path_names():
     for bad in ("/default/c4", "a:b", "x.scope:p:n"):
         with pytest.raises(OciError):
             cgroup.systemd_path(bad)
+
+
+# -- a terminal -------------------------------------------------------------------
+
+def test_terminal_master_goes_to_the_console_socket(runtime, tmp_path):
+    """process.terminal: the guest's console is a new pty whose master
+    reaches the engine over --console-socket in one SCM_RIGHTS message."""
+    import select
+    import socket
+
+    path = tmp_path / "console.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+    bundle = write_bundle(tmp_path / "b", guest_path("hello"), ["on a tty"], terminal=True,
+                          annotations={"org.spt.mem": "8"})
+    try:
+        proc, out, pid_file = runtime.create("c", bundle, "--console-socket", path)
+        assert proc.returncode == 0, out.read_text()
+        conn, _ = listener.accept()
+        with conn:
+            message, fds, _, _ = socket.recv_fds(conn, 64, 1)
+        assert message == b"/dev/ptmx" and len(fds) == 1
+        master = fds[0]
+        try:
+            assert runtime.call("start", "c").returncode == 0
+            seen = b""
+            deadline = time.monotonic() + 20
+            while b"cmdline: 'on a tty'" not in seen and time.monotonic() < deadline:
+                if select.select([master], [], [], 1)[0]:
+                    try:
+                        seen += os.read(master, 4096)
+                    except OSError:  # EIO: the guest is gone
+                        break
+            assert b"cmdline: 'on a tty'" in seen, seen
+            assert runtime.wait(runtime.pid(pid_file)) == 0
+        finally:
+            os.close(master)
+        assert out.read_text() == ""  # nothing went to create's own stdio
+    finally:
+        listener.close()
+    log = tmp_path / "log.json"
+    proc, _, _ = runtime.create("d", bundle, log=log)
+    one_error_line(proc, log, "process.terminal is set but no --console-socket was given")
