@@ -1,8 +1,10 @@
 """The one record spt-oci keeps per container, and where it lives.
 
-Like runc's libcontainer: a small state machine (creating, created,
-running, paused, stopped) persisted as one JSON file per container under the
-runtime's root; every command loads it, checks the transition, acts, saves.
+Like runc's libcontainer: a small state machine (created, running, paused,
+stopped) persisted as one JSON file per container under the runtime's root;
+every command loads it, checks the transition, acts, saves. A container
+exists only once create has checked everything and forked the init; a
+refused create leaves nothing.
 The root is `--root` when the engine gives one (containerd always does:
 `/run/containerd/runc/<namespace>`), else `/run/spt-oci` (a rootful podman
 never sends `--root`, not even to cleanup's `delete --force`). A container's
