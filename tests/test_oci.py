@@ -693,3 +693,28 @@ def test_terminal_master_goes_to_the_console_socket(runtime, tmp_path):
     log = tmp_path / "log.json"
     proc, _, _ = runtime.create("d", bundle, log=log)
     one_error_line(proc, log, "process.terminal is set but no --console-socket was given")
+
+
+@pytest.mark.slow
+def test_containerd_ordinary_container_goes_to_runc(containerd):
+    """Not a unikernel (a static ordinary program): the whole call goes to
+    the host's runc, which containerd's shim speaks; later commands follow."""
+    image = containerd.import_image("/sbin/ldconfig", "ordinary")
+    cid = containerd.new_id()
+    proc = ctr_run(containerd, cid, image, "/unikernel/ldconfig", "--version")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.startswith("ldconfig"), out
+    # Detached: the exited task stays until `task delete`; runc's record and
+    # spt-oci's (which sends every later call to runc) live side by side.
+    root = "/run/containerd/runc/" + containerd.NAMESPACE
+    cid = containerd.new_id()
+    ran = containerd.ctr("run", "-d", "--runc-binary", SPT_OCI, image, cid, "/unikernel/ldconfig",
+                         "--version")
+    assert ran.returncode == 0, ran.stderr
+    wait_for(lambda: "STOPPED" in containerd.ctr("task", "ls").stdout, timeout=30)
+    ls = run([*containerd.prefix(), "ls", "-A", root])
+    assert sorted(ls.stdout.split()) == [cid, "spt-oci@" + cid], ls.stdout
+    assert containerd.ctr("task", "delete", cid).returncode == 0
+    ls = run([*containerd.prefix(), "ls", "-A", root])
+    assert ls.stdout == "", ls.stdout
