@@ -81,7 +81,7 @@ def started(rt, container_id, bundle, *extra):
 
 def test_create_waits_start_runs_the_guest_and_its_status_is_the_containers(runtime, tmp_path):
     bundle = write_bundle(tmp_path / "b", guest_path("hello"), ["hi there"],
-                          annotations={"org.spt.mem": "16"})
+                          annotations={"org.spt.mem": "16"}, new_netns=True)
     proc, out, pid_file = runtime.create("c1", bundle)
     assert proc.returncode == 0, out.read_text()
     # Digits only: containerd refuses a trailing newline.
@@ -94,6 +94,12 @@ def test_create_waits_start_runs_the_guest_and_its_status_is_the_containers(runt
     # The init is PID 1 of a PID namespace of its own, and our child.
     status = open("/proc/%d/status" % pid).read()
     assert re.search(r"^NSpid:\s+%d\s+1$" % pid, status, re.M), status
+    # New ipc, uts and network namespaces as the bundle asks; no copy of the
+    # caller's mount table (it would pin every mount in it).
+    ns = lambda who, kind: os.readlink("/proc/%s/ns/%s" % (who, kind))  # noqa: E731
+    for kind in ("ipc", "uts", "net"):
+        assert ns(pid, kind) != ns("self", kind), kind
+    assert ns(pid, "mnt") == ns("self", "mnt")
     assert runtime.call("start", "c1").returncode == 0
     assert runtime.wait(pid) == 0
     assert "cmdline: 'hi there'" in out.read_text()

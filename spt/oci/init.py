@@ -6,7 +6,7 @@ a pipe (create writes it to --log and exits 1, the child exits):
 
   1. a session of its own; the container's cgroup;
   2. the container's network namespace (joined by path, or a new one), then
-     the others (ipc, uts, mount, cgroup);
+     ipc, uts and cgroup (a mount namespace it does not make: see _init);
   3. the terminal: a new pty whose master goes to --console-socket, the
      slave as 0/1/2 (with `process.terminal`);
   4. every fd but 0/1/2 closed (the shim's ttrpc socket, conmon's leaks);
@@ -123,7 +123,10 @@ def _init(launch, stream, image, fifo, cgroup_dir, console_socket, ready_w) -> N
     ns = launch.namespaces
     if "network" in ns:
         enter("network", ns["network"])
-    for kind in ("ipc", "uts", "mount", "cgroup"):
+    # No mount namespace: a copy of the engine's mount table would pin every
+    # mount in it (other containers' root file systems included) for the
+    # guest's lifetime, and the guest opens no path (its filter has no open).
+    for kind in ("ipc", "uts", "cgroup"):
         if kind in ns:
             enter(kind, ns[kind])
     if console_socket:
