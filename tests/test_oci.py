@@ -724,3 +724,24 @@ def test_containerd_ordinary_container_goes_to_runc(containerd):
     assert containerd.ctr("task", "delete", cid).returncode == 0
     ls = run([*containerd.prefix(), "ls", "-A", root])
     assert ls.stdout == "", ls.stdout
+
+
+@pytest.mark.parametrize("damage", ["no state file", "not JSON"])
+def test_delete_force_clears_a_damaged_record(runtime, tmp_path, damage):
+    from spt.oci.state import DIR_PREFIX, STATE_FILE
+
+    record = runtime.root / (DIR_PREFIX + "c")
+    record.mkdir(parents=True)
+    if damage == "not JSON":
+        (record / STATE_FILE).write_text("{half")
+        state = runtime.call("state", "c")
+        assert state.returncode == 1 and "is damaged (delete --force c removes it)" in state.stderr
+    bundle = write_bundle(tmp_path / "b", guest_path("hello"), annotations={"org.spt.mem": "8"})
+    proc, out, _ = runtime.create("c", bundle)
+    refusal = ("container with id c already exists" if damage == "no state file"
+               else "state.json is damaged (delete --force c removes it)")
+    assert proc.returncode == 1 and refusal in out.read_text(), out.read_text()
+    assert runtime.call("delete", "--force", "c").returncode == 0
+    assert not record.exists()
+    pid, _ = started(runtime, "c", bundle)
+    assert runtime.wait(pid) == 0

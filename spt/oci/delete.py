@@ -23,9 +23,15 @@ def run(g, argv: list[str]) -> int:
     (container_id,) = cli.one_id(positionals, "delete")
     force = bool(flags.get("force") or flags.get("f"))
     store = Store(g.root)
-    state = store.load(check_id(container_id))
+    try:
+        state = store.load(check_id(container_id))
+    except OciError:
+        if not force:
+            raise
+        state = None  # damaged: --force removes what is there
     if state is None:
         if force:
+            store.forget(container_id)  # a directory a crashed create may have left
             return 0
         raise OciError("container %s does not exist" % container_id)
     if state.delegate:
