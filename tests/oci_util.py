@@ -213,6 +213,16 @@ runroot = "/run/containers/storage"
 """
 
 
+def ensure_netns_mount() -> None:
+    """/run/netns as `ip netns add` leaves it: a shared mount. Bound into a
+    private view before that, it would be a plain directory there, and the
+    namespaces added later would not show through."""
+    if not os.path.ismount("/run/netns"):
+        probe = "spt-oci-probe-" + uuid.uuid4().hex[:8]
+        subprocess.run(["ip", "netns", "add", probe], check=True, timeout=20)
+        subprocess.run(["ip", "netns", "delete", probe], check=True, timeout=20)
+
+
 class PrivateNs:
     """A mount namespace with PRIVATE_VIEWS (plus `extra` shell lines),
     kept alive by a `sleep` started here and ended by its pid."""
@@ -220,7 +230,7 @@ class PrivateNs:
     def __init__(self, scratch: Path, extra: str = ""):
         self.scratch = scratch
         scratch.mkdir(parents=True, exist_ok=True)
-        os.makedirs("/run/netns", exist_ok=True)  # as `ip netns add` makes it
+        ensure_netns_mount()
         script = PRIVATE_VIEWS + extra + "echo ready\nexec sleep 3600\n"
         self.holder = subprocess.Popen(["unshare", "-m", "--propagation", "slave", "sh", "-c",
                                         script], env=dict(os.environ, S=str(scratch)),
