@@ -339,6 +339,7 @@ def test_exec_is_refused_in_one_line(runtime, tmp_path):
     (["state", "missing"], "container missing does not exist"),
     (["--log-format", "xml", "state", "x"], "--log-format 'xml'"),
     (["frob"], "unknown command 'frob'"),
+    ([], "no command given"),
 ])
 def test_command_line_errors_are_one_line(runtime, args, fragment):
     proc = runtime.call(*args)
@@ -350,6 +351,8 @@ def test_command_line_errors_are_one_line(runtime, args, fragment):
 def test_version_and_features():
     from conftest import run
 
+    helped = run([SPT_OCI, "--help"])
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: spt-oci"), helped.stdout
     proc = run([SPT_OCI, "--version"])
     assert proc.returncode == 0 and proc.stdout.startswith("spt-oci version "), proc.stdout
     features = json.loads(run([SPT_OCI, "features"]).stdout)
@@ -745,3 +748,27 @@ def test_delete_force_clears_a_damaged_record(runtime, tmp_path, damage):
     assert not record.exists()
     pid, _ = started(runtime, "c", bundle)
     assert runtime.wait(pid) == 0
+
+
+def test_preserved_fds_are_accepted_and_the_guest_gets_only_its_own(runtime, tmp_path):
+    """--preserve-fds N (podman's --preserve-fds): fds 3.. are the
+    container's to keep, but a unikernel has no use for them: the guest
+    holds its console and devices only."""
+    preserved = tmp_path / "preserved"
+    preserved.write_text("")
+    bundle = write_bundle(tmp_path / "b", guest_path("sleep"), annotations={"org.spt.mem": "8"})
+    out = tmp_path / "out"
+    with open(out, "w") as stdio:
+        proc = subprocess.run(["sh", "-c", 'exec 3<"$0"; exec "$@"', str(preserved), SPT_OCI,
+                               "--root", str(runtime.root), "create", "--bundle", str(bundle),
+                               "--pid-file", str(tmp_path / "pid"), "--preserve-fds", "1", "c"],
+                              stdin=subprocess.DEVNULL, stdout=stdio, stderr=stdio, timeout=60)
+    assert proc.returncode == 0, out.read_text()
+    pid = int((tmp_path / "pid").read_text())
+    runtime.pids.append(pid)
+    assert runtime.call("start", "c").returncode == 0
+    wait_for_output(out, "sleep: yielding")
+    targets = [os.readlink("/proc/%d/fd/%s" % (pid, fd)) for fd in os.listdir("/proc/%d/fd" % pid)]
+    assert str(preserved) not in targets and str(out) in targets, targets
+    bad = runtime.call("create", "--preserve-fds", "x", "--bundle", bundle, "d")
+    assert bad.returncode == 1 and "--preserve-fds 'x': expected a number" in bad.stderr

@@ -54,9 +54,11 @@ def run(argv: list[str], g_out: list) -> int:
         from spt.oci import features
 
         return features.version()
-    if flags.get("help") or flags.get("h") or not rest:
-        print(USAGE, end="", file=sys.stdout if rest or flags else sys.stderr)
-        return 0 if flags.get("help") or flags.get("h") else 1
+    if flags.get("help") or flags.get("h"):
+        print(USAGE, end="")
+        return 0
+    if not rest:
+        raise OciError("no command given (see spt-oci --help)")
     command = _command(rest[0])
     if command is None:
         raise OciError("unknown command %r (see spt-oci --help)" % rest[0])
