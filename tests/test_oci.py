@@ -18,7 +18,7 @@ import time
 import pytest
 
 from conftest import guest_path, run, stop, wait_for
-from entrypoint_util import CONTAINER_IP
+from entrypoint_util import CONTAINER_IP, PEER_IP
 from oci_util import (SPT_OCI, OciContainerd, OciPodman, Runtime, become_subreaper, bind, host_paths_naming,
                       host_state, wait_for_output, write_bundle)
 from spt import netwire
@@ -301,10 +301,34 @@ def test_guest_gets_the_container_netns_interface_and_answers_ping(runtime, tmp_
     assert "net: ready mac=%s mtu=1400 ip=%s" % (topo.link("eth0")["address"], CONTAINER_IP) \
         in text, text
     assert "spt-oci: service0 gets eth0 (veth) %s/24" % CONTAINER_IP in text
+    # The command line as spt entrypoint builds it: the template's flags
+    # with the interface's facts, then the image's arguments.
+    expected = ("--ipv4=%s/24 --ipv4-gateway=%s --exit-after=2" % (CONTAINER_IP, PEER_IP)).encode()
+    with open("/proc/%d/mem" % pid, "rb") as mem:
+        mem.seek(0x10000)
+        assert expected + b"\0" in mem.read((16 << 20) - 0x10000)
     ping = topo.ping(2)
     assert ping.returncode == 0, ping.stdout
     assert runtime.wait(pid) == 0
     assert topo.link(netwire.TAP_NAME) is None
+
+
+def test_args_template_annotation_gives_a_guest_its_own_flags(runtime, tmp_path, topology):
+    topo = topology()
+    bundle = write_bundle(tmp_path / "b", guest_path("net"), ["--exit-after=1"],
+                          annotations={"org.spt.mem": "16",
+                                       "org.spt.net.args-template": "--ipv4={ipv4}/{prefix} "
+                                                                    "--x={mac},{mtu},{iface}"},
+                          netns=topo.netns_path)
+    pid, out = started(runtime, "c", bundle)
+    wait_for_output(out, "net: ready")
+    expected = ("--ipv4=%s/24 --x=%s,1500,eth0 --exit-after=1"
+                % (CONTAINER_IP, topo.link("eth0")["address"])).encode()
+    with open("/proc/%d/mem" % pid, "rb") as mem:
+        mem.seek(0x10000)
+        assert expected + b"\0" in mem.read((16 << 20) - 0x10000)
+    assert topo.ping(1).returncode == 0
+    assert runtime.wait(pid) == 0
 
 
 def test_refused_net_create_undoes_the_wiring(runtime, tmp_path, topology):
