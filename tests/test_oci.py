@@ -277,6 +277,16 @@ def test_urunc_annotations_name_kernel_and_command_line(runtime, tmp_path):
     assert "cmdline: 'from urunc'" in out.read_text()
 
 
+def test_urunc_block_annotation_is_the_kernels_one_block_device(runtime, tmp_path):
+    bundle = write_bundle(tmp_path / "b", guest_path("block"),
+                          annotations={"com.urunc.unikernel.block": "/disk.img",
+                                       "org.spt.mem": "8"})
+    (bundle / "rootfs" / "disk.img").write_bytes(b"\0" * 4096)
+    pid, out = started(runtime, "c", bundle)
+    assert runtime.wait(pid) == 0, out.read_text()
+    assert "block: roundtrip ok" in out.read_text()
+
+
 def test_kernel_symlink_cannot_leave_the_rootfs(runtime, tmp_path):
     """/unikernel/k -> /../../hello.spt resolves inside the rootfs: there is
     no kernel there, so it is not a unikernel (and goes to runc)."""
