@@ -270,9 +270,13 @@ def open_tun_device(undo: Undo) -> int:
     CAP_MKNOD (in Docker's and containerd's default set, not in podman's)
     and a runtime whose device rules allow the device (runc's built-in
     rules do, except 1.2.0 to 1.2.3; crun's do not). A Kubernetes pod spec
-    cannot ask for a device, so this is how a pod on runc gets its TAP."""
+    cannot ask for a device: on runc this is how a pod gets its TAP; on crun
+    the pod needs the host's node as a hostPath CharDevice volume (or the
+    spt-oci runtime, which needs nothing in the pod, see docs/oci.md)."""
     flags = os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC
-    need = "(the container needs the device: --device %s)" % TUN_DEVICE
+    need = ("(the container needs the device: --device %s; in a Kubernetes pod a hostPath "
+            "volume of type CharDevice at %s, or spt-oci as the pod's runtime)"
+            % (TUN_DEVICE, TUN_DEVICE))
     try:
         return os.open(TUN_DEVICE, flags)
     except FileNotFoundError:
@@ -379,3 +383,50 @@ def redirect_ingress(ipr, from_index: int, to_index: int, what: str, undo: Undo)
                      "ifindex": to_index})
     undo.add("delete spt's tc filter on %s" % what,
              lambda: _delete_own_filters(ipr, from_index))
+
+
+# -- the whole hand-over -----------------------------------------------------
+
+def wired_options(opts, device: str, tap_fd: int, mac: str, net_args: list[str]):
+    """Launcher options with the wired device added, as solo5-spt would
+    parse `--net:DEV=@FD --net-mac:DEV=MAC KERNEL NET_ARGS... ARGS...`: the
+    values go through the net module's own option parsers."""
+    from spt.devices import options
+
+    flags = options()
+    net_module, target = flags["net"]
+    _, mac_option = flags["net-mac"]
+    devices = dict(opts.devices)
+    devices[(net_module, device)] = {
+        target.key: target.parse(device, "@%d" % tap_fd),
+        mac_option.key: mac_option.parse(device, mac),
+    }
+    return opts._replace(devices=devices, args=list(net_args) + list(opts.args))
+
+
+def hand_over(ipr, opts, device: str, *, iface: str | None, template: str,
+              allow_host_netns: bool, build, undo: Undo):
+    """Give this namespace's interface to the guest's net `device`, in the
+    order `spt entrypoint` and `spt-oci` share: read the interface's facts,
+    render the guest's network arguments, create the TAP and redirect its
+    ingress to the interface, `build(wired_opts)` the launch (whatever it
+    returns is returned), and only then redirect the interface's ingress to
+    the TAP. Every change is registered in `undo` for the caller to run on
+    failure. Returns (facts, what build returned)."""
+    facts = discover(ipr, iface)
+    if not allow_host_netns:
+        check_container_interface(facts)
+    net_args = render_template(template, facts)
+    tap_fd, tap_index = open_tap(ipr, TAP_NAME, facts.mtu, undo)
+    redirect_ingress(ipr, tap_index, facts.index, TAP_NAME, undo)
+    built = build(wired_options(opts, device, tap_fd, facts.mac, net_args))
+    redirect_ingress(ipr, facts.index, tap_index, facts.ifname, undo)
+    return facts, built
+
+
+def describe(device: str, facts: LinkFacts) -> str:
+    """The one line that says what the guest got."""
+    return ("%s gets %s (%s) %s/%d%s, mac %s, mtu %d, through TAP %s"
+            % (device, facts.ifname, facts.kind or "physical", facts.ipv4, facts.prefix,
+               " via %s" % facts.gateway if facts.gateway else "", facts.mac, facts.mtu,
+               TAP_NAME))

@@ -122,23 +122,6 @@ def choose_net_device(manifest, wanted: str | None, kernel: str) -> str:
     return names[0]
 
 
-def wired_options(opts, device: str, tap_fd: int, mac: str, net_args: list[str]):
-    """The user's options with the wired device added, as solo5-spt would
-    parse `--net:DEV=@FD --net-mac:DEV=MAC KERNEL NET_ARGS... ARGS...`: the
-    values go through the net module's own option parsers."""
-    from spt.devices import options
-
-    flags = options()
-    net_module, target = flags["net"]
-    _, mac_option = flags["net-mac"]
-    devices = dict(opts.devices)
-    devices[(net_module, device)] = {
-        target.key: target.parse(device, "@%d" % tap_fd),
-        mac_option.key: mac_option.parse(device, mac),
-    }
-    return opts._replace(devices=devices, args=list(net_args) + list(opts.args))
-
-
 def start(argv: list[str]) -> None:
     """Wire the network and exec the guest; returns only by raising."""
     from pyroute2 import IPRoute
@@ -169,19 +152,11 @@ def start(argv: list[str]) -> None:
     undo = netwire.Undo()
     with IPRoute() as ipr:
         try:
-            facts = netwire.discover(ipr, ep.iface)
-            if not ep.allow_host_netns:
-                netwire.check_container_interface(facts)
-            net_args = netwire.render_template(ep.template, facts)
-            tap_fd, tap_index = netwire.open_tap(ipr, TAP_NAME, facts.mtu, undo)
-            netwire.redirect_ingress(ipr, tap_index, facts.index, TAP_NAME, undo)
-            opts = wired_options(opts, device, tap_fd, facts.mac, net_args)
-            plan = launcher.build_plan(opts, stream, image=image)[0]
-            netwire.redirect_ingress(ipr, facts.index, tap_index, facts.ifname, undo)
-            print("spt: %s gets %s (%s) %s/%d%s, mac %s, mtu %d, through TAP %s"
-                  % (device, facts.ifname, facts.kind or "physical", facts.ipv4, facts.prefix,
-                     " via %s" % facts.gateway if facts.gateway else "", facts.mac, facts.mtu,
-                     TAP_NAME), file=sys.stderr)
+            facts, plan = netwire.hand_over(
+                ipr, opts, device, iface=ep.iface, template=ep.template,
+                allow_host_netns=ep.allow_host_netns, undo=undo,
+                build=lambda wired: launcher.build_plan(wired, stream, image=image)[0])
+            print("spt: " + netwire.describe(device, facts), file=sys.stderr)
             # Returns only if the exec failed; the netlink socket is
             # close-on-exec, and the trampoline closes every fd but the guest's.
             launcher.exec_trampoline(plan)
