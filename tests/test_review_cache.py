@@ -224,7 +224,10 @@ def test_a_forged_image_entry_cannot_make_a_segment_writable_and_executable(tmp_
                 (good.entry, good.kernel_end, good.abi_target, good.abi_version, segments,
                  good.manifest.pack()), (image.__file__, manifest.__file__, abi.__file__))
     out = tmp_path / "plan.json"
-    proc = launch("--mem=8", kernel, SPT_PLAN_DUMP=str(out), PYTHONPROFILEIMPORTTIME="1")
+    from test_launch_path import with_importtime  # -I ignores PYTHONPROFILEIMPORTTIME
+
+    proc = run([*with_importtime(), "--mem=8", str(kernel)],
+               env=dict(os.environ, SPT_PLAN_DUMP=str(out)))
     assert proc.returncode == 0, proc.stderr
     assert "elftools.elf.elffile" in proc.stderr  # the file was checked again
 

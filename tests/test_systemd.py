@@ -118,7 +118,8 @@ def test_start_returns_once_the_guest_runs_in_the_same_process(systemd):
     # the launcher's cache, writable in the otherwise read-only system
     cache = systemd.path("/var/cache/spt/nap")
     assert oct(cache.stat().st_mode & 0o777) == "0o700"
-    assert sorted(p.name.split("-")[0] for p in cache.iterdir()) == ["bpf", "image"]
+    # the filter, the checked image, and the image store's shared pages
+    assert sorted(p.name.split("-")[0] for p in cache.iterdir()) == ["bpf", "image", "images"]
     wait_for(lambda: "sleep: yielding" in journal(systemd, "spt@nap"), timeout=10)
     stop(systemd, "spt@nap")
     after = state(systemd, "spt@nap")
