@@ -142,7 +142,14 @@ def default_ids() -> tuple[int, int]:
         if not same:
             raise SptError("jail: this root launch is not in the host's %s: give the guest "
                            "its ids with --user=UID[:GID], or --jail=limits" % what)
-    guest_id = GUEST_ID_BASE + os.getpid()
+    return ids_for_pid(os.getpid())
+
+
+def ids_for_pid(pid: int) -> tuple[int, int]:
+    """The per-guest uid and gid of the guest whose PID in the host's PID
+    namespace is `pid` (unique among live processes: no two running guests
+    share them)."""
+    guest_id = GUEST_ID_BASE + pid
     return guest_id, guest_id
 
 

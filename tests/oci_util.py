@@ -27,7 +27,7 @@ KERNEL_DIR = "/unikernel"
 
 def write_bundle(path: Path, kernel: str | None, args=(), *, annotations=None, netns=None,
                  new_netns: bool = False, mounts=(), memory_limit=None, terminal=False,
-                 argv=None, extra_linux=None) -> Path:
+                 argv=None, extra_linux=None, user=(0, 0)) -> Path:
     """A bundle as an engine writes one: rootfs/unikernel/KERNEL, config.json
     with process.args = [/unikernel/KERNEL, *args] (or `argv`)."""
     rootfs = path / "rootfs"
@@ -45,7 +45,7 @@ def write_bundle(path: Path, kernel: str | None, args=(), *, annotations=None, n
         linux["resources"] = {"memory": {"limit": memory_limit}}
     config = {"ociVersion": "1.0.2",
               "process": {"args": list(argv or []), "cwd": "/", "terminal": terminal,
-                          "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}},
+                          "env": ["PATH=/bin"], "user": {"uid": user[0], "gid": user[1]}},
               "root": {"path": "rootfs"}, "mounts": list(mounts),
               "annotations": dict(annotations or {}), "linux": linux}
     (path / "config.json").write_text(json.dumps(config))

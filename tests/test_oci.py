@@ -151,6 +151,33 @@ def test_the_running_guest_is_the_vanishing_tender(runtime, tmp_path):
     assert json.loads(runtime.call("ps", "--format", "json", "c").stdout) == [pid]
 
 
+@pytest.mark.parametrize("user", [(0, 0), (4321, 4322)])
+def test_the_guest_is_jailed_as_the_bundle_user_or_a_uid_of_its_own(runtime, tmp_path, user):
+    """docs/security.md: a container guest gets the jail. A bundle that runs
+    as root gets the per-guest ids of its host PID; one that names a user,
+    that user. Its mount, IPC, UTS and network namespaces are new (the TAP
+    fd, where there is one, was opened before)."""
+    from spt import jail
+
+    bundle = write_bundle(tmp_path / "b", guest_path("sleep"), annotations={"org.spt.mem": "8"},
+                          user=user)
+    proc, out, pid_file = runtime.create("c", bundle)
+    assert proc.returncode == 0, out.read_text()
+    pid = runtime.pid(pid_file)
+    assert runtime.call("start", "c").returncode == 0
+    wait_for_output(out, "sleep: yielding")
+    status = open("/proc/%d/status" % pid).read()
+    expected = jail.ids_for_pid(pid) if user == (0, 0) else user
+    assert re.search(r"^Uid:\s+%d\s+%d\s+%d\s+%d$" % ((expected[0],) * 4), status, re.M), status
+    assert re.search(r"^Gid:\s+%d\s+%d\s+%d\s+%d$" % ((expected[1],) * 4), status, re.M), status
+    assert re.search(r"^Groups:\s*$", status, re.M), status
+    for ns in ("mnt", "ipc", "uts", "net"):
+        assert os.readlink("/proc/%d/ns/%s" % (pid, ns)) != os.readlink("/proc/self/ns/" + ns)
+    assert os.listdir("/proc/%d/root/" % pid) == []  # the jail's empty root
+    limits = open("/proc/%d/limits" % pid).read()
+    assert re.search(r"^Max processes\s+0\s+0", limits, re.M), limits
+
+
 @pytest.mark.parametrize("when", ["created", "running"])
 def test_sigterm_ends_the_container_promptly(runtime, tmp_path, when):
     bundle = write_bundle(tmp_path / "b", guest_path("sleep"), annotations={"org.spt.mem": "8"})

@@ -59,9 +59,11 @@ Bundle = namedtuple("Bundle", "path config rootfs annotations")
 
 
 class Launch(namedtuple("Launch", "kernel args mem_mib blocks net_device iface template "
-                                  "namespaces cgroups_path memory_limit terminal")):
+                                  "namespaces cgroups_path memory_limit terminal user",
+                        defaults=(None,))):
     """What create runs: host paths, the guest's args, its devices.
-    `namespaces` maps type -> path (None: a new one)."""
+    `namespaces` maps type -> path (None: a new one); `user` is
+    process.user's (uid, gid)."""
 
     __slots__ = ()
 
@@ -309,7 +311,20 @@ def plan(bundle: Bundle, manifest, kernel: str, args: list[str]) -> Launch:
     return Launch(kernel=kernel, args=args, mem_mib=mem, blocks=blocks, net_device=net_device,
                   iface=annotations.get(A_NET_IFACE), template=template, namespaces=ns,
                   cgroups_path=linux.get("cgroupsPath"), memory_limit=limit,
-                  terminal=bool((bundle.config.get("process") or {}).get("terminal")))
+                  terminal=bool((bundle.config.get("process") or {}).get("terminal")),
+                  user=process_user(bundle))
+
+
+def process_user(bundle: Bundle) -> tuple[int, int]:
+    """process.user's uid and gid (0 where the bundle names none)."""
+    user = (bundle.config.get("process") or {}).get("user") or {}
+    ids = []
+    for key in ("uid", "gid"):
+        value = user.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2 ** 32:
+            raise OciError("config.json: process.user.%s must be a number" % key)
+        ids.append(value)
+    return ids[0], ids[1]
 
 
 def block_source(bundle: Bundle, name: str, block_count: int) -> str | None:

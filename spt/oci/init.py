@@ -173,7 +173,31 @@ def _options(launch):
     devices = {(module, name): {opt.key: opt.parse(name, path)}
                for name, path in sorted(launch.blocks.items())}
     return launcher.Options(kernel=launch.kernel, args=list(launch.args), mem_mib=launch.mem_mib,
-                            x_exec_heap=False, devices=devices)
+                            x_exec_heap=False, devices=devices, jail="auto",
+                            user=_guest_ids(launch))
+
+
+def _guest_ids(launch) -> tuple[int, int]:
+    """The uid and gid the jail gives the guest (docs/security.md): the
+    bundle's process.user when it names one other than root; else the
+    jail's per-guest ids, numbered by this init's PID on the host (the
+    container's own PID namespace numbers it 1, which every container
+    shares)."""
+    if launch.user and launch.user[0] != 0:
+        return launch.user
+    from spt import jail
+
+    return jail.ids_for_pid(_host_pid())
+
+
+def _host_pid() -> int:
+    """This process's PID in the outermost PID namespace /proc shows (the
+    first number of NSpid: spt-oci's init keeps the host's /proc)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("NSpid:"):
+                return int(line.split()[1])
+    raise OciError("/proc/self/status has no NSpid: cannot number the guest's ids")
 
 
 def _terminal(console_socket: str) -> None:
