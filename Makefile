@@ -92,15 +92,17 @@ install: $(VENV)/.installed
 	@# the DESTDIR path: the installation is run through its two entry
 	@# scripts only, never activated
 	find '$(DESTDIR)$(SPT_HOME)/bin' -mindepth 1 -maxdepth 1 ! -name 'python*' \
-		! -name solo5-spt ! -name spt -exec rm -rf {} +
+		! -name solo5-spt ! -name spt ! -name spt-oci -exec rm -rf {} +
 	sed -i '/^command = /d' '$(DESTDIR)$(SPT_HOME)/pyvenv.cfg'
 	mkdir -p '$(DESTDIR)$(PREFIX)/bin'
 	ln -sfn ../lib/spt/bin/solo5-spt '$(DESTDIR)$(PREFIX)/bin/solo5-spt'
 	ln -sfn ../lib/spt/bin/spt '$(DESTDIR)$(PREFIX)/bin/spt'
-	@echo 'installed $(PREFIX)/bin/solo5-spt and $(PREFIX)/bin/spt (in $(DESTDIR)$(PREFIX))'
+	ln -sfn ../lib/spt/bin/spt-oci '$(DESTDIR)$(PREFIX)/bin/spt-oci'
+	@echo 'installed $(PREFIX)/bin/solo5-spt, spt and spt-oci (in $(DESTDIR)$(PREFIX))'
 
 uninstall:
-	rm -f '$(DESTDIR)$(PREFIX)/bin/solo5-spt' '$(DESTDIR)$(PREFIX)/bin/spt'
+	rm -f '$(DESTDIR)$(PREFIX)/bin/solo5-spt' '$(DESTDIR)$(PREFIX)/bin/spt' \
+		'$(DESTDIR)$(PREFIX)/bin/spt-oci'
 	rm -rf '$(DESTDIR)$(SPT_HOME)'
 
 clean:

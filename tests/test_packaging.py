@@ -60,6 +60,8 @@ def assert_launch_untouched(launcher: str, tmp_path: Path, cwd=None) -> None:
 def test_the_entry_scripts_start_python_isolated():
     assert first_line(SOLO5_SPT).endswith(" -IS"), first_line(SOLO5_SPT)
     assert first_line(SPT).endswith(" -I"), first_line(SPT)
+    spt_oci = os.path.join(os.path.dirname(SPT), "spt-oci")  # engines run it as root
+    assert first_line(spt_oci).endswith(" -I"), first_line(spt_oci)
 
 
 def test_the_environment_cannot_put_code_into_a_launch(tmp_path):
@@ -238,7 +240,7 @@ def test_make_install_stages_under_destdir_and_leaves_usr_local_alone(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert (sorted(os.listdir("/usr/local/bin")), os.path.exists("/usr/local/lib/spt")) == before
     bindir = destdir / "usr" / "local" / "bin"
-    assert sorted(os.listdir(bindir)) == ["solo5-spt", "spt"]
+    assert sorted(os.listdir(bindir)) == ["solo5-spt", "spt", "spt-oci"]
     assert first_line(bindir / "solo5-spt") == "#!/usr/local/lib/spt/bin/python -IS"
     assert first_line(bindir / "spt") == "#!/usr/local/lib/spt/bin/python -I"
     assert_no_destdir_inside(destdir / "usr" / "local", destdir)
