@@ -55,7 +55,8 @@ def register(app: typer.Typer) -> None:
             help="What you would give solo5-spt: --mem=N, --block:NAME=PATH, ..., KERNEL, "
                  "the guest's arguments."),
         gdb_port: Optional[int] = typer.Option(
-            None, "--gdb-port", min=1, max=65535, help="The port (default: a free one)."),
+            None, "--gdb-port", min=1, max=65535, metavar="PORT",
+            help="The port (default: a free one)."),
     ) -> None:
         """Run a guest under gdb: solo5-spt --gdb, then gdb attached to it.
 
