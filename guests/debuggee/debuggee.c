@@ -2,16 +2,15 @@
  * debuggee: a guest shaped like a Solo5 application, for the gdb tests
  * (tests/test_debug.py) and the session in docs/debugging.md.
  *
- * The kit's guest_main plays the Solo5 bindings: it sets a TLS block with
- * arch_prctl (so gdb shows a non-zero fs_base once it ran) and calls
+ * The kit's guest_main plays the Solo5 bindings: it sets a TLS block as
+ * the architecture does (arch_prctl on x86_64, so gdb shows a non-zero
+ * fs_base once it ran; tpidr_el0 on aarch64) and calls
  * solo5_app_main() with a start info, as a Solo5-built unikernel's entry
  * does. The application counts in a global, prints through puts() and
  * exits with the status on its command line ("N", 0..255), or crashes in
  * crash_here() for "crash" (SIGSEGV, for the post-mortem test).
  */
 #include "kit.h"
-
-#define ARCH_SET_FS 0x1002
 
 struct solo5_start_info {
     const char *cmdline;
@@ -65,7 +64,7 @@ int solo5_app_main(const struct solo5_start_info *si)
 int guest_main(const struct kit_boot_info *bi, const char *cmdline)
 {
     tls_block[0] = (uint64_t)(uintptr_t)tls_block; /* x86_64 TLS: %fs:0 points to itself */
-    kit_syscall(KIT_SYS_arch_prctl, ARCH_SET_FS, (long)tls_block, 0, 0, 0, 0);
+    kit_set_tls_base(tls_block);
     struct solo5_start_info si = {
         .cmdline = cmdline,
         .heap_start = bi->kernel_end,
