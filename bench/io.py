@@ -5,6 +5,11 @@ sector per pread64/pwrite64, wrapping at the device's end, and prints the
 loop's own monotonic time (launch excluded). References doing the same
 sequence of system calls on the same file:
   host C      bench/blockref.c, compiled here: no tender, no filter
+  host C + filter
+              the same loop under the very filter of that launch, once
+              under the same rules in libseccomp's own order, and once under
+              a filter allowing everything (no BPF runs): what seccomp costs,
+              apart from anything the tender or the guest adds
   Python      the launcher's interpreter running the same loop with
               os.pread/os.pwrite (the Python floor)
   SPT_COMPARE the same guest under the other tender, if set.
@@ -19,11 +24,14 @@ behind a veth pair, whose kernel answers the pings.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import struct
 
 from bench import stats
+from bench.bpf import instructions_run
 from bench.results import Plot, Section, Series, Table
 from bench.runner import (BenchError, Child, Context, Netns, last_line, run, start, stop,
                           wait_for_text)
@@ -31,7 +39,19 @@ from bench.runner import (BenchError, Child, Context, Netns, last_line, run, sta
 SECTOR_SIZES = (4096, 32768)  # 64 KiB is not a sector size: the manifest holds a u16
 COMPARE_TARGET = 0.98
 RUNNERS = (("spt", "spt guest"), ("compare", "SPT_COMPARE guest"),
-           ("host C", "host C loop (no tender)"), ("Python", "Python loop (floor)"))
+           ("host C", "host C loop (no tender)"),
+           ("host C filtered", "host C loop + spt's filter"),
+           ("host C filtered, libseccomp order", "host C loop + the rules in libseccomp's order"),
+           ("host C allow-all", "host C loop + a filter allowing every call"),
+           ("Python", "Python loop (floor)"))
+# `ret ALLOW`: the kernel's action cache (5.11+) knows it allows every call
+# whatever the arguments and skips the program, so this runner measures
+# what seccomp costs per call before any BPF runs.
+ALLOW_ALL = struct.pack("<HBBI", 0x06, 0, 0, 0x7FFF0000)
+# The filter's two shapes, measured side by side: the one spt installs (the
+# devices' calls tested first) and the same rules in libseccomp's own order.
+FILTER_SHAPES = (("host C filtered", "spt: device calls first", True),
+                 ("host C filtered, libseccomp order", "libseccomp's order (before)", False))
 _RESULT = re.compile(r"(\w+): bytes=(\d+) ns=(\d+)")
 
 PY_BLOCK_LOOP = """\
@@ -107,7 +127,8 @@ def measure_block(ctx: Context) -> Section:
     total = ctx.sizes.block_bytes
     try:
         _fill(disk, ctx.sizes.block_file_bytes)
-        results, compare_failure = _block_rounds(ctx, guest, blockref, disk, total)
+        filters = _launch_filters(ctx, guest, disk) if blockref else {}
+        results, compare_failure = _block_rounds(ctx, guest, blockref, disk, total, filters)
     finally:
         if os.path.exists(disk):
             os.unlink(disk)
@@ -116,7 +137,10 @@ def measure_block(ctx: Context) -> Section:
 
     missing = {"compare": "not measured (SPT_COMPARE unset)" if ctx.compare is None
                else "failed: %s" % compare_failure,
-               "host C": "not measured (no C compiler)"}
+               "host C": "not measured (no C compiler)",
+               "host C filtered": "not measured (no C compiler)",
+               "host C filtered, libseccomp order": "not measured (no C compiler)",
+               "host C allow-all": "not measured (no C compiler)"}
     rows, plot_series, categories, data = [], {}, [], {}
     for (sector, mode), runs in results.items():
         categories.append("%s %d KiB" % (mode, sector // 1024))
@@ -147,13 +171,120 @@ def measure_block(ctx: Context) -> Section:
         section.notes.append("Target: >= %.2f of the C tender's rate: %s (lowest %.3f)."
                              % (COMPARE_TARGET, "met" if worst >= COMPARE_TARGET else "missed",
                                 worst))
+    section.notes += _seccomp_notes(results)
+    if filters:
+        section.tables.append(_filter_table(filters[SECTOR_SIZES[0]]))
     section.notes.append("64 KiB transfers cannot be measured: the manifest holds the sector size "
                          "as a 16-bit number, so 32 KiB is the largest power of two.")
     section.plots.append(Plot("block_io", "bar", "Sequential block I/O (medians)", "", "MiB/s",
                               [Series(name, xs=list(range(len(categories))), ys=ys)
                                for name, ys in plot_series.items()], categories=categories))
+    data["filters"] = {sector: {label: {"instructions": len(program) // 8,
+                                        "run": _hot_path_lengths(program, f["calls"])}
+                                for label, program in f["programs"].items()}
+                       for sector, f in filters.items()}
     section.data = data
     return section
+
+
+def _launch_filters(ctx: Context, guest: str, disk: str) -> dict:
+    """Per sector size: the filter spt installs for the blockbench launch
+    (SPT_PLAN_DUMP: the launcher's own code path, so the very bytes) and
+    the same rules compiled in libseccomp's own order, as files for
+    blockref, with the block fd they name and the hot calls' arguments."""
+    from spt.commands.policy import bpf_bytes, rules_from
+    from spt.errors import SptError
+    from spt.policy import compile_bpf
+
+    filters = {}
+    for sector in SECTOR_SIZES:
+        dump = os.path.join(ctx.tmp, "block-plan-%d.json" % sector)
+        proc = run(ctx.spt.argv("--block:storage=%s" % disk,
+                                "--block-sector-size:storage=%d" % sector, "--mem=8", guest,
+                                "read", "0"), dict(ctx.env, SPT_PLAN_DUMP=dump), timeout=60)
+        try:
+            with open(dump) as f:
+                doc = json.load(f)
+            installed, rules = bpf_bytes(doc), rules_from(doc)
+            fd = next(c.value for r in rules if r.syscall == "pread64"
+                      for c in r.conditions if c.arg == "fd")
+            console = next(c.value for r in rules if r.syscall == "write"
+                           and r.source.startswith("core.") for c in r.conditions)
+        except (OSError, ValueError, StopIteration, SptError) as exc:
+            raise BenchError("no filter for the block launch (exit %d: %s): %s"
+                             % (proc.returncode, last_line(proc.stderr), exc)) from None
+        programs = {}
+        for key, label, hot_first in FILTER_SHAPES:
+            program = compile_bpf(rules, hot_first=hot_first)
+            if hot_first and program != installed:
+                raise BenchError("the filter the launcher installs is not spt.policy's own "
+                                 "compile of its rules")
+            path = os.path.join(ctx.tmp, "block-%d-%s.bpf" % (sector, "hot" if hot_first
+                                                              else "libseccomp"))
+            with open(path, "wb") as f:
+                f.write(program)
+            programs[label] = program
+            filters.setdefault(sector, {}).setdefault("paths", {})[key] = path
+        path = os.path.join(ctx.tmp, "block-allow-all.bpf")
+        with open(path, "wb") as f:
+            f.write(ALLOW_ALL)
+        filters[sector]["paths"]["host C allow-all"] = path
+        # The calls' arguments as the guest makes them (buffers are not checked)
+        filters[sector].update(fd=fd, programs=programs, calls={
+            "pread64": (fd, 0, sector, 0), "pwrite64": (fd, 0, sector, 0),
+            "write (console)": (console, 0, 16), "clock_gettime": (1, 0)})
+    return filters
+
+
+def _hot_path_lengths(program: bytes, calls: dict) -> dict:
+    """BPF instructions the kernel runs for each allowed call of `calls`."""
+    from spt import arch
+
+    numbers = arch.host().SYSCALLS
+    out = {}
+    for name, args in calls.items():
+        action, count = instructions_run(program, numbers[name.split()[0]], args)
+        if action != 0x7FFF0000:
+            raise BenchError("the filter does not allow %s%r" % (name, args))
+        out[name] = count
+    return out
+
+
+def _filter_table(f: dict) -> Table:
+    rows = []
+    for _key, label, _hot in FILTER_SHAPES:
+        program = f["programs"][label]
+        run_lengths = _hot_path_lengths(program, f["calls"])
+        rows.append([label, str(len(program) // 8)] + [str(n) for n in run_lengths.values()])
+    return Table(["filter (one block, 4 KiB sectors)", "BPF instructions"]
+                 + ["run per %s" % name for name in f["calls"]], rows,
+                 "Instructions run: the path through the program for an allowed call with "
+                 "these arguments (counted by bench/bpf.py's interpreter).")
+
+
+def _seccomp_notes(results: dict) -> list[str]:
+    """Where the gap to the unfiltered host loop goes, per workload."""
+    def paired(runs, a, b):
+        return stats.median(stats.paired_ratios(_rates(runs[a]), _rates(runs[b])))
+
+    parts = {"entry": [], "filter": [], "tender": [], "order": []}
+    for (sector, mode), runs in results.items():
+        if not {"host C", "host C filtered", "host C filtered, libseccomp order",
+                "host C allow-all"} <= set(runs):
+            return []
+        tag = "%s %d KiB" % (mode, sector // 1024)
+        parts["entry"].append("%s %.3f" % (tag, paired(runs, "host C allow-all", "host C")))
+        parts["filter"].append("%s %.3f" % (tag, paired(runs, "host C filtered", "host C")))
+        parts["tender"].append("%s %.3f" % (tag, paired(runs, "spt", "host C filtered")))
+        parts["order"].append("%s %.3f" % (tag, paired(runs, "host C filtered",
+                                                       "host C filtered, libseccomp order")))
+    return ["Seccomp's own cost (host C + spt's filter / host C, median of paired ratios): "
+            + ", ".join(parts["filter"]) + "; of which entering seccomp at all, with no BPF "
+            "run (host C + allow-all / host C): " + ", ".join(parts["entry"]) + ".",
+            "What the tender and guest add beyond the filter (spt / host C + spt's filter): "
+            + ", ".join(parts["tender"]) + ".",
+            "Rule order (host C + spt's filter / host C + libseccomp's order): "
+            + ", ".join(parts["order"]) + "."]
 
 
 def _fill(path: str, size: int) -> None:
@@ -171,7 +302,7 @@ def _rates(samples: list[tuple[int, int]]) -> list[float]:
 
 
 def _block_rounds(ctx: Context, guest: str, blockref: str | None, disk: str,
-                  total: int) -> tuple[dict, str]:
+                  total: int, filters: dict) -> tuple[dict, str]:
     """{(sector, mode): {runner: [(bytes, ns)]}} and why SPT_COMPARE failed
     (it is then left out of every later workload; any other failure ends
     the figure)."""
@@ -186,6 +317,8 @@ def _block_rounds(ctx: Context, guest: str, blockref: str | None, disk: str,
                 del commands["compare"]
             if blockref:
                 commands["host C"] = [blockref, disk, str(sector), mode, str(total)]
+                for key, path in filters[sector]["paths"].items():
+                    commands[key] = commands["host C"] + [path, str(filters[sector]["fd"])]
             commands["Python"] = ctx.floor_argv(PY_BLOCK_LOOP) + [disk, str(sector), mode,
                                                                   str(total)]
             runs = {name: [] for name in commands}
@@ -356,10 +489,18 @@ The `blockbench` guest (`write|read TOTAL_BYTES`) transfers TOTAL bytes one sect
 pwrite64/pread64 call, sequentially, wrapping at the end of its device, and prints the
 loop's own monotonic time, so launch time is not in the rate. It runs with
 `--block-sector-size` 4096 and 32768 (64 KiB cannot be a sector size). References, with
-the same calls on the same file and the same sizes: a small host C program
-(bench/blockref.c, compiled by the bench: no tender, no seccomp filter), the same loop
-in Python (os.pwrite/os.pread, the Python floor) and, if set, SPT_COMPARE running the
-same guest. All run interleaved per round.
+the same calls on the same file and the same sizes, each from a page-aligned buffer like
+the guest's: a small host C program (bench/blockref.c, compiled by the bench: no tender,
+no seccomp filter); the same program under the very filter of that launch (the bytes
+`SPT_PLAN_DUMP` reports, its block fd at the same number), and once more under the same
+rules compiled in libseccomp's own order (the filter before the device calls were put
+first), and under a one-instruction filter allowing every call (the kernel's action cache
+lets such calls through without running any BPF: what entering seccomp costs by itself).
+These show what seccomp costs and what the rule order changes, apart from anything the
+tender or the guest adds. Then the same loop in Python
+(os.pwrite/os.pread, the Python floor) and, if set, SPT_COMPARE running the same guest.
+All run interleaved per round. The filter table counts, with bench/bpf.py's interpreter,
+the BPF instructions the kernel runs for each allowed call of the guest.
 """
 
 NET_METHOD = """\
