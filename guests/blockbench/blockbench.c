@@ -3,8 +3,8 @@
  * the elapsed monotonic time. */
 #include "kit.h"
 
-/* Page-aligned like a Solo5 guest's I/O buffers, and like bench/blockref.c's: the
- * kernel's copy then does the same work for both. */
+/* Page-aligned, like bench/blockref.c's: the kernel's copy then does the same
+ * work for both (by the link's accident they used to share an offset). */
 static uint8_t sector_buf[65536] __attribute__((aligned(4096)));
 
 int guest_main(const struct kit_boot_info *bi, const char *cmdline)
