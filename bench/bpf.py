@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import struct
 import time
 
 from bench.results import Plot, Section, Series, Table
@@ -31,6 +32,37 @@ PTRACE_INTERRUPT = 0x4207
 PTRACE_SECCOMP_GET_FILTER = 0x420C
 
 GUEST_IP = "10.78.0.2/24"
+
+
+def instructions_run(program: bytes, nr: int, args: tuple = (), arch: int | None = None
+                     ) -> tuple[int, int]:
+    """(action, instructions executed) of classic BPF `program` for one
+    call `nr` with `args` on `arch` (the host's by default): the work the
+    kernel's filter does for that call. Knows the instructions libseccomp
+    emits for spt's rules (load word, jumps, return constant)."""
+    from spt import arch as arch_mod
+
+    audit_arch = arch_mod.host().AUDIT_ARCH if arch is None else arch
+    words = [nr, audit_arch, 0, 0]  # nr, arch, instruction pointer (low, high)
+    for value in (list(args) + [0] * 6)[:6]:
+        words += [value & 0xFFFFFFFF, value >> 32]
+    insns = [struct.unpack_from("<HBBI", program, i) for i in range(0, len(program), 8)]
+    pc = acc = count = 0
+    while pc < len(insns):
+        code, jt, jf, k = insns[pc]
+        count += 1
+        if code == 0x20:  # ld [k]
+            acc, pc = words[k // 4], pc + 1
+        elif code == 0x05:  # ja
+            pc += 1 + k
+        elif code == 0x06:  # ret k
+            return k, count
+        elif code in (0x15, 0x25, 0x35, 0x45):  # jeq, jgt, jge, jset
+            taken = {0x15: acc == k, 0x25: acc > k, 0x35: acc >= k, 0x45: bool(acc & k)}[code]
+            pc += 1 + (jt if taken else jf)
+        else:
+            raise BenchError("BPF instruction 0x%02x not understood" % code)
+    raise BenchError("BPF program runs off its end")
 
 
 def filter_length_from_dump(path: str) -> tuple[int, int]:

@@ -299,7 +299,17 @@ def libseccomp_version() -> str:
     return "libseccomp %d.%d.%d" % (version.major, version.minor, version.micro)
 
 
-def _filter(rules):
+def hot_calls(rules) -> list[str]:
+    """The calls a guest makes once per I/O: those of the device policies
+    (every policy but core.policy), in the order the rules name them."""
+    calls: list[str] = []
+    for rule in rules:
+        if not rule.source.startswith("core.policy:") and rule.syscall not in calls:
+            calls.append(rule.syscall)
+    return calls
+
+
+def _filter(rules, hot_first: bool = True):
     import pyseccomp as sc
 
     f = sc.SyscallFilter(sc.KILL_PROCESS)
@@ -313,11 +323,19 @@ def _filter(rules):
             f.add_rule(sc.ALLOW, rule.syscall, *args)
         except (OSError, ValueError) as exc:
             raise PolicyError("%s: libseccomp refused %s: %s" % (rule.source, rule.syscall, exc)) from None
+    # Order only, never what is allowed: libseccomp tests calls one after the
+    # other, those with the fewest argument checks first, which puts the I/O
+    # calls (three checks each) last. A device's calls are made once per
+    # sector or frame, the core's once per yield or not at all: test them
+    # first (docs/allowlist.md, "Rule order").
+    if hot_first:
+        for rank, call in enumerate(hot_calls(rules)):
+            f.syscall_priority(call, 255 - rank)
     return f
 
 
-def _export(rules, method: str) -> bytes:
-    f = _filter(rules)
+def _export(rules, method: str, hot_first: bool = True) -> bytes:
+    f = _filter(rules, hot_first)
     fd = os.memfd_create("spt-filter", os.MFD_CLOEXEC)
     try:
         with os.fdopen(fd, "w+b", closefd=False) as out:
@@ -331,9 +349,10 @@ def _export(rules, method: str) -> bytes:
         os.close(fd)
 
 
-def compile_bpf(rules) -> bytes:
-    """The BPF program (struct sock_filter[]) the trampoline installs."""
-    return _export(rules, "export_bpf")
+def compile_bpf(rules, hot_first: bool = True) -> bytes:
+    """The BPF program (struct sock_filter[]) the trampoline installs;
+    `hot_first=False` gives libseccomp's own order (for the bench)."""
+    return _export(rules, "export_bpf", hot_first)
 
 
 def compile_pfc(rules) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -173,6 +175,14 @@ def test_quick_run_writes_a_complete_report(tmp_path):
         bpf = raw["figures"]["bpf"][devices]
         assert bpf["planned"] > 0 and bpf["installed"]["spt"] == bpf["planned"], devices
     assert raw["figures"]["density"]["spt --mem=2"]["stop"]["left"] == 0
+    filters = raw["figures"]["block"]["filters"]["4096"]  # the rule order, before and after
+    assert (filters["spt: device calls first"]["run"]["pread64"]
+            < filters["libseccomp's order (before)"]["run"]["pread64"])
+    block = raw["figures"]["block"]["read-4096"]
+    for runner in ("spt", "host C", "host C filtered", "host C filtered, libseccomp order",
+                   "host C allow-all"):
+        ((moved, ns, cpu_ns, idle_cpu_ns),) = block[runner]  # one round: bytes, clock, CPU
+        assert moved == 4 << 20 and ns > 0 and cpu_ns > 0 and idle_cpu_ns > 0, runner
     assert not list(tmp_path.glob("report/.bench-*"))  # no temporary files left
 
 
@@ -189,6 +199,51 @@ def test_compare_path_runs_the_other_tender_interleaved(tmp_path):
     figures = json.loads((out / "benchmarks.json").read_text())["figures"]
     assert len(figures["launch"]["ms"]["compare"]) == len(figures["launch"]["ms"]["spt"]) == 5
     assert figures["memory"]["samples"]["compare-2"][0]["non_guest"] == 1
+
+
+def test_compare_path_measures_block_io_next_to_spt(tmp_path):
+    out = tmp_path / "report"
+    solo5_spt = str(Path(sys.executable).parent / "solo5-spt")
+    proc = _bench(tmp_path, "--quick", "--only", "block", "--out", str(out),
+                  env={"SPT_COMPARE": solo5_spt})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figures = json.loads((out / "benchmarks.json").read_text())["figures"]
+    for workload in ("write-4096", "read-4096", "write-32768", "read-32768"):
+        assert len(figures["block"][workload]["compare"]) == 1, workload
+    assert re.search(r"Target: >= 0\.98 of the C tender's rate: (met|missed) \(lowest [\d.]+ by the "
+                     r"loop's clock, [\d.]+ by CPU time\)",
+                     (out / "benchmarks.md").read_text())
+
+
+def test_blockref_under_a_filter_is_really_filtered(tmp_path):
+    """The host loop's filtered runs are filtered: the program is installed
+    (a transfer the rules do not allow kills it) and the device sits at the
+    fd the rules name."""
+    exe, disk, prog = tmp_path / "blockref", tmp_path / "disk.img", tmp_path / "f.bpf"
+    subprocess.run(["cc", "-O2", "-o", str(exe), str(ROOT / "bench" / "blockref.c")],
+                   check=True, timeout=120)
+    disk.write_bytes(b"\0" * 8192)
+    allow_4096_on_fd_4 = b"".join(
+        struct.pack("<HBBI", *insn) for insn in [
+            (0x20, 0, 0, 0), (0x15, 0, 1, 231), (0x06, 0, 0, 0x7FFF0000),  # exit_group
+            (0x15, 0, 1, 1), (0x06, 0, 0, 0x7FFF0000),  # write
+            (0x15, 0, 5, 17), (0x20, 0, 0, 16), (0x15, 0, 3, 4),  # pread64 on fd 4
+            (0x20, 0, 0, 32), (0x15, 0, 1, 4096), (0x06, 0, 0, 0x7FFF0000),  # of 4096 bytes
+            (0x06, 0, 0, 0x80000000)])
+    prog.write_bytes(allow_4096_on_fd_4)
+
+    def blockref(*args):
+        return subprocess.run([str(exe), str(disk), *map(str, args)], capture_output=True,
+                              text=True, timeout=60)
+
+    ok = blockref(4096, "read", 8192, prog, 4)
+    assert ok.returncode == 0 and ok.stdout.startswith("blockref: bytes=8192 "), ok
+    assert blockref(4096, "read", 8192).returncode == 0
+    assert blockref(2048, "read", 8192, prog, 4).returncode == -31  # SIGSYS: count
+    assert blockref(4096, "read", 8192, prog, 5).returncode == -31  # SIGSYS: fd
+    assert blockref(4096, "write", 8192, prog, 4).returncode == -31  # SIGSYS: call
+    missing = blockref(4096, "read", 8192, tmp_path / "none.bpf", 4)
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1, missing
 
 
 @pytest.mark.parametrize("args, env, fragment", [
