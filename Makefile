@@ -15,35 +15,43 @@ all: setup
 setup: deps $(VENV)/.installed native guests
 
 deps:
+	@echo "-- setup: host packages (scripts/install-deps)"
 	@./scripts/install-deps
 
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	@echo "-- setup: venv $(VENV) (pip install -e .[test,bench], launchers)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
 	@# compat mode puts the source tree on sys.path with a plain .pth: no import
 	@# hook to load at every interpreter start (it cost each launch ~9 ms).
-	$(PY) -m pip install -q -e '.[test,bench]' --config-settings editable_mode=compat 2>/dev/null \
+	@$(PY) -m pip install -q -e '.[test,bench]' --config-settings editable_mode=compat 2>/dev/null \
 		|| $(PY) -m pip install -q -e '.[test,bench]'
-	./scripts/write-launcher $(VENV)
-	touch $@
+	@./scripts/write-launcher $(VENV)
+	@touch $@
 
 native:
-	$(MAKE) -s -C native
+	@echo "-- setup: trampoline (native/)"
+	@$(MAKE) -s -C native
 	@# Byte-compile the launcher now: with PYTHONDONTWRITEBYTECODE set (some
 	@# shells and CI images set it) every launch would recompile spt/ instead.
 	@$(PY) -m compileall -q spt
 
 guests: $(VENV)/.installed
-	$(MAKE) -s -C guests PYTHON=../$(PY)
+	@echo "-- setup: test guests (guests/out)"
+	@$(MAKE) -s --no-print-directory -C guests PYTHON=../$(PY)
 
 demo: setup
 	$(VENV)/bin/solo5-spt --mem=32 guests/out/hello.spt "Hello from make demo"
 
+# Progress by file (pytest's default style); a closing summary says what ran
+# where (tests/conftest.py) before pytest's own "N passed in ..." line.
 test: setup
-	$(PY) -m pytest -q
+	@echo "-- tests: pytest (the whole suite)"
+	$(PY) -m pytest
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	@echo "-- tests: pytest -m 'not slow'"
+	$(PY) -m pytest -m "not slow"
 
 # The aarch64 build, tested in an arm64 Linux under qemu (tests/arm64/vm.py):
 # cross-built trampoline and guest kit in build/aarch64/, the VM's tree cached
@@ -69,7 +77,7 @@ bench: setup
 	$(PY) -m bench
 
 fuzz: setup
-	$(PY) -m pytest -q tests/fuzz --fuzz-cases=$${FUZZ_CASES:-10000} --fuzz-seed=$${FUZZ_SEED:-random}
+	$(PY) -m pytest tests/fuzz --fuzz-cases=$${FUZZ_CASES:-10000} --fuzz-seed=$${FUZZ_SEED:-random}
 
 # make install [PREFIX=/usr/local] [DESTDIR=]: $(PREFIX)/bin/solo5-spt and
 # $(PREFIX)/bin/spt, where a Solo5 user looks for solo5-spt. They run a venv

@@ -126,14 +126,14 @@ def _terminate(signum, frame):
 
 def run_figures(ctx: Context, names: list[str]) -> tuple[list[Section], list[str]]:
     sections, failures = [], []
-    for name in names:
+    for number, name in enumerate(names, 1):
         began = time.perf_counter()
         if name in NEEDS_ROOT and os.geteuid() != 0:
             section = Section(name, name, "", notes=["Not measured: needs root "
                                                      "(network namespaces, TAPs, ptrace)."])
             failures.append("%s: needs root" % name)
         else:
-            print("-- measuring %s ..." % name, flush=True)
+            print("-- [%d/%d] measuring %s ..." % (number, len(names), name), flush=True)
             try:
                 section = FIGURES[name](ctx)
             except BenchError as exc:
@@ -143,6 +143,7 @@ def run_figures(ctx: Context, names: list[str]) -> tuple[list[Section], list[str
         section.load = os.getloadavg()[0]
         sections.append(section)
         print(report.text_section(section), flush=True)
+        print("-- [%d/%d] %s: %.0f s" % (number, len(names), name, section.seconds), flush=True)
     return sections, failures
 
 

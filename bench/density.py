@@ -190,6 +190,7 @@ def measure(ctx: Context) -> Section:
                     min(n, FLOOR_MAX)))
     rows, data, start_series, pss_series = [], {}, [], []
     for label, tender, argv, count in configs:
+        print("   density: %s, %d guests ..." % (label, count), flush=True)
         try:
             result = ramp(ctx, argv, count, window)
         except BenchError as exc:

@@ -6,6 +6,8 @@ removes afterwards; no packet leaves it. Tests run as root (CI does).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -37,7 +39,7 @@ def guest():
     return guest_path
 
 
-def run(cmd, *, timeout: float = 20, netns: str | None = None, **kwargs):
+def run(cmd, *, timeout: float = 120, netns: str | None = None, **kwargs):
     """Run a command (optionally inside a netns), capture text output; a
     hang fails the test instead of stalling the suite."""
     if netns:
@@ -127,17 +129,22 @@ def block_file(tmp_path):
     return make
 
 
-def wait_for(predicate, timeout: float = 10, interval: float = 0.02):
+def wait_for(predicate, timeout: float = 60, interval: float = 0.02, what: str = ""):
+    """Poll predicate() until it returns something true, and return that.
+    The timeout is only a bound (generous: the suite runs on busy machines);
+    failing, it says what was awaited."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         value = predicate()
         if value:
             return value
+        if time.monotonic() > deadline:
+            raise AssertionError("waited %.0fs for %s" % (
+                timeout, what or getattr(predicate, "__name__", "a condition")))
         time.sleep(interval)
-    raise AssertionError("condition not met within %.1fs" % timeout)
 
 
-def stop(proc: subprocess.Popen, sig=signal.SIGKILL, timeout: float = 10):
+def stop(proc: subprocess.Popen, sig=signal.SIGKILL, timeout: float = 60):
     """End a process this test started (by its own Popen handle only)."""
     if proc.poll() is None:
         proc.send_signal(sig)
@@ -166,13 +173,13 @@ def running():
         stop(proc)
 
 
-def read_line(stream, timeout: float = 10) -> str:
+def read_line(stream, timeout: float = 60) -> str:
     """One line from a Popen pipe, bounded in time."""
     import select
 
     ready, _, _ = select.select([stream], [], [], timeout)
     if not ready:
-        raise AssertionError("no output within %.1fs" % timeout)
+        raise AssertionError("waited %.0fs for a line of output" % timeout)
     line = stream.readline()
     return line.decode() if isinstance(line, bytes) else line
 
@@ -182,3 +189,72 @@ def which(tool: str) -> str:
     if not path:
         pytest.fail("%s is not installed (scripts/install-deps installs it)" % tool)
     return path
+
+
+# --- what ran where: the closing summary of a run ------------------------------
+
+# A test runs on a real thing when it uses the fixture that brings it, or
+# carries the marker (tests that make their namespaces by hand).
+PLACES = {
+    "real systemd": ("systemd",),
+    "podman": ("podman_ns",),
+    "network namespaces": ("netns", "tap", "topology", "taps", "quiet_tap", "fuzz_taps",
+                           "podman_ns", "systemd"),
+    "VM": ("vm", "qemu"),
+}
+PLACE_MARKERS = {"real systemd": "systemd", "podman": "podman", "network namespaces": "netns",
+                 "VM": "vm"}
+RAN_WHERE = pytest.StashKey[dict]()
+
+
+def pytest_configure(config):
+    for marker, what in (("systemd", "runs under a real systemd"),
+                         ("podman", "runs a real podman"),
+                         ("netns", "makes network namespaces of its own"),
+                         ("vm", "boots a VM")):
+        config.addinivalue_line("markers", "%s: %s" % (marker, what))
+    config.stash[RAN_WHERE] = {place: set() for place in PLACES}
+
+
+def places_of(item) -> list[str]:
+    names = set(getattr(item, "fixturenames", ()))
+    return [place for place, fixtures in PLACES.items()
+            if names.intersection(fixtures) or item.get_closest_marker(PLACE_MARKERS[place])]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and not report.skipped:
+        for place in places_of(item):
+            item.config.stash[RAN_WHERE][place].add(item.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    ran = config.stash.get(RAN_WHERE, None)
+    if ran is None:
+        return
+    terminalreporter.write_sep("-", "what ran where")
+    terminalreporter.write_line(", ".join(
+        "%s: %d test%s" % (place, len(ids), "" if len(ids) == 1 else "s")
+        for place, ids in ran.items()))
+
+
+def progress_note(request, text: str) -> None:
+    """A line for the reader of a run (a fuzz seed), through pytest's
+    terminal reporter, on a line of its own: in the progress by file, the
+    test file's line starts again after it."""
+    config = request.config
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        if reporter.verbosity < 0:  # -q: one run of dots, never ended by the reporter
+            reporter.write("\n")
+        reporter.write_line(text)
+        if reporter.verbosity == 0:
+            path = config.rootpath / request.node.nodeid.split("::")[0]
+            reporter.currentfspath = path
+            reporter.write(os.path.relpath(path, reporter.startpath) + " ")

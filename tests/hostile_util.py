@@ -35,7 +35,7 @@ class TapNamespace:
         router solicitations or DAD) and an idle guest stays idle."""
         self.name = "%s-%s" % (prefix, uuid.uuid4().hex[:8])
         self.taps = ["tap%d" % i for i in range(count)]
-        subprocess.run(["ip", "netns", "add", self.name], check=True, timeout=20)
+        subprocess.run(["ip", "netns", "add", self.name], check=True, timeout=60)
         try:
             if quiet:
                 for scope in ("all", "default"):
@@ -53,11 +53,11 @@ class TapNamespace:
         return ["ip", "netns", "exec", self.name, *cmd]
 
     def check(self, *cmd: str) -> None:
-        proc = subprocess.run(self.wrap(list(cmd)), capture_output=True, text=True, timeout=20)
+        proc = subprocess.run(self.wrap(list(cmd)), capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, (cmd, proc.stdout, proc.stderr)
 
     def close(self) -> None:
-        subprocess.run(["ip", "netns", "delete", self.name], check=False, timeout=20)
+        subprocess.run(["ip", "netns", "delete", self.name], check=False, timeout=60)
 
 
 class NotifySocket:

@@ -116,7 +116,7 @@ class CgroupTree:
             raise
         return tree
 
-    def remove(self, timeout: float = 10) -> None:
+    def remove(self, timeout: float = 60) -> None:
         """rmdir every cgroup below and including ours, deepest first."""
         deadline = time.monotonic() + timeout
         for top in reversed(self.dirs):
@@ -160,7 +160,7 @@ class BootedSystemd:
     pid: int  # systemd, PID 1 inside, as this machine sees it
     cgroups: CgroupTree
 
-    def run(self, *cmd, timeout: float = 30, check: bool = False, **kwargs):
+    def run(self, *cmd, timeout: float = 120, check: bool = False, **kwargs):
         """A command inside all of systemd's namespaces."""
         full = ["nsenter", "-t", str(self.pid), "-m", "-p", "-n", "-u", "-i", "-C", *map(str, cmd)]
         kwargs.setdefault("stdin", subprocess.DEVNULL)
@@ -176,7 +176,7 @@ class BootedSystemd:
     def show(self, unit: str, prop: str) -> str:
         return self.run("systemctl", "show", "-P", prop, unit, check=True).stdout.strip()
 
-    def poweroff(self, timeout: float = 30) -> None:
+    def poweroff(self, timeout: float = 90) -> None:
         if self.proc.poll() is None:
             self.run("systemctl", "poweroff", "--check-inhibitors=no", timeout=timeout)
             try:
@@ -187,7 +187,7 @@ class BootedSystemd:
         self.cgroups.remove()
 
 
-def boot(repo: Path, timeout: float = 60) -> BootedSystemd:
+def boot(repo: Path, timeout: float = 180) -> BootedSystemd:
     """Boot systemd in its namespaces and wait until it is up."""
     cgroups = CgroupTree.create("spt-systemd-" + uuid.uuid4().hex[:8])
     env = dict(os.environ, SPT_INNER=INNER, SPT_TARGET=TARGET, SPT_MASKED=" ".join(MASKED),
@@ -246,7 +246,7 @@ def _wait_running(booted: BootedSystemd, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     state = ""
     while time.monotonic() < deadline:
-        state = booted.run("systemctl", "is-system-running", timeout=10).stdout.strip()
+        state = booted.run("systemctl", "is-system-running", timeout=60).stdout.strip()
         if state in ("running", "degraded"):
             return
         time.sleep(0.2)
@@ -257,4 +257,4 @@ def _stop_unshare(proc: subprocess.Popen) -> None:
     """Setup failed before systemd ran: end the unshare we started."""
     if proc.poll() is None:
         proc.kill()
-    proc.wait(timeout=10)
+    proc.wait(timeout=60)

@@ -101,7 +101,7 @@ def test_tap_attached_by_a_running_guest_is_refused(workdir, taps):
                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, env=launch_env())
     try:
-        assert read_line(first.stdout, timeout=20).startswith("net: ready")
+        assert read_line(first.stdout, timeout=60).startswith("net: ready")
         refused_without_trace(workdir, "--net:service0=tap1", kernel, "--ipv4=10.78.1.3/24",
                               contains=("Could not attach interface: tap1", "in use"),
                               wrap=taps.wrap([]))

@@ -6,6 +6,11 @@ printing `wrote i` after each pwrite returned. Killed at a random point, the
 file must hold every reported sector, the one in flight either wholly old or
 wholly new, and everything after it untouched - the size unchanged.
 
+The kill lands mid-run by construction, however slow the machine: the
+guest's stdout is a one-page pipe, so it can never be more than a page of
+`wrote` lines (and one sector) ahead of what the test has read, and the disk
+is far larger than the point where the test kills it.
+
 A backing file is locked (flock LOCK_EX on the guest's own fd) for the
 guest's whole life: a second solo5-spt on it, by any path, is refused with
 one line, and the file is not touched.
@@ -27,47 +32,70 @@ from hostile_util import launch_env, sha256, solo5_spt
 SEEDS = (1, 2, 3, 5, 8)
 
 
+def _ramp(start: int, step: int, size: int) -> bytes:
+    """bytes (start + step*k) & 0xff for k in 16..size-1, built fast."""
+    table = bytes((start + step * k) & 0xFF for k in range(16, 16 + 256))
+    return (table * (size // 256 + 1))[:size - 16]
+
+
 def written(i: int, seed: int, size: int) -> bytes:
-    head = struct.pack("<QQ", i, seed)
-    return head + bytes((i * 31 + seed + k) & 0xFF for k in range(16, size))
+    """The blockwriter's sector i: byte k >= 16 is (i*31 + seed + k) & 0xff."""
+    return struct.pack("<QQ", i, seed) + _ramp(i * 31 + seed, 1, size)
 
 
 def background(i: int, size: int) -> bytes:
     """What was there before: unlike any `written` sector (its first 8
     bytes would have to equal i and the next 8 the seed)."""
-    return (b"BACKGRND" + struct.pack("<Q", ~i & (2**64 - 1))
-            + bytes((i * 7 + k * 13 + 5) & 0xFF for k in range(16, size)))
+    return b"BACKGRND" + struct.pack("<Q", ~i & (2**64 - 1)) + _ramp(i * 7 + 5, 13, size)
 
 
 def make_disk(path, sectors: int, size: int) -> None:
     path.write_bytes(b"".join(background(i, size) for i in range(sectors)))
 
 
-def start_writer(disk, seed: int, size: int, delay_us: int = 0) -> subprocess.Popen:
+def start_writer(disk, seed: int, size: int, delay_us: int = 0,
+                 stdout=subprocess.PIPE) -> subprocess.Popen:
     args = ["--mem=4", "--block:storage=%s" % disk]
     if size != 512:
         args.append("--block-sector-size:storage=%d" % size)
     words = ["seed=%d" % seed] + (["delay_us=%d" % delay_us] if delay_us else [])
     return subprocess.Popen(solo5_spt(*args, guest_path("blockwriter"), *words),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, stdout=stdout,
                             stderr=subprocess.PIPE, env=launch_env())
+
+
+def one_page_pipe() -> tuple[int, int]:
+    """(read fd, write fd) of a pipe that holds one page: a writer blocks
+    once PIPE_PAGE bytes are unread."""
+    r, w = os.pipe()
+    fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_PAGE)
+    assert fcntl.fcntl(w, fcntl.F_GETPIPE_SZ) == PIPE_PAGE
+    return r, w
+
+
+PIPE_PAGE = 4096
+SHORTEST_LINE = len("wrote 0\n")
+# Lines the guest can have printed beyond those the test has counted: a
+# pipe's worth unread, and at most a read's worth (Lines reads a page at a
+# time) received but not yet counted; one more sector may be on disk unreported.
+MAX_LEAD = 2 * PIPE_PAGE // SHORTEST_LINE + 2
 
 
 class Lines:
     """Lines from a pipe, in chunks, each wait bounded in time."""
 
     def __init__(self, stream):
-        self.fd, self.pending = stream.fileno(), b""
+        self.fd, self.pending = stream if isinstance(stream, int) else stream.fileno(), b""
 
     def _fill(self, timeout: float | None) -> bool:
         ready, _, _ = select.select([self.fd], [], [], timeout)
         if not ready:
-            raise AssertionError("no output within %ss" % timeout)
-        chunk = os.read(self.fd, 65536)
+            raise AssertionError("no output from the guest within %ss" % timeout)
+        chunk = os.read(self.fd, PIPE_PAGE)
         self.pending += chunk
         return bool(chunk)
 
-    def next(self, timeout: float = 20) -> str:
+    def next(self, timeout: float = 60) -> str:
         """The next whole line ('' at end of output)."""
         while b"\n" not in self.pending:
             if not self._fill(timeout):
@@ -77,7 +105,7 @@ class Lines:
 
     def rest(self) -> list[str]:
         """Every line still to come, once the writer is dead."""
-        while self._fill(20):
+        while self._fill(60):
             pass
         return self.pending.decode().splitlines(keepends=True)
 
@@ -90,26 +118,34 @@ def reported(lines) -> list[int]:
 @pytest.mark.parametrize("seed", SEEDS)
 def test_every_reported_write_survives_sigkill_and_nothing_else_changes(tmp_path, seed):
     size = 4096 if seed == 8 else 512
-    sectors = 512
+    kill_after = random.Random(seed).randrange(1, 512)
+    sectors = kill_after + MAX_LEAD + 512  # the guest cannot reach the end before the kill
     disk = tmp_path / "disk.img"
     make_disk(disk, sectors, size)
-    kill_after = random.Random(seed).randrange(1, sectors - 1)
-    # A small delay spreads the writes out, so the kill lands mid-run.
-    proc = start_writer(disk, seed, size, delay_us=200)
-    out, lines = Lines(proc.stdout), []
+    r, w = one_page_pipe()
     try:
-        while len(reported(lines)) < kill_after:
+        # A small delay spreads the writes out, so the kill lands at any point.
+        proc = start_writer(disk, seed, size, delay_us=200, stdout=w)
+    finally:
+        os.close(w)
+    out, lines, count = Lines(r), [], 0
+    try:
+        while count < kill_after:  # each line counted once: the reader keeps pace
             line = out.next()
-            assert line, "the writer ended early: %r %r" % (lines[-3:], proc.stderr.read())
+            assert line, "the writer ended after %d of %d records: %r %r" % (
+                count, kill_after, lines[-3:], proc.stderr.read())
             lines.append(line)
+            count += line.startswith("wrote ") and line.endswith("\n")
         proc.kill()  # SIGKILL, mid-write or between writes
-        proc.wait(timeout=10)
+        proc.wait(timeout=60)
         lines += out.rest()
     finally:
         stop(proc)
+        os.close(r)
     done = reported(lines)
     assert done == list(range(len(done))), "writes reported out of order"
     last = done[-1]
+    assert kill_after - 1 <= last <= kill_after - 1 + MAX_LEAD, (kill_after, last)
     assert last < sectors - 1, "the writer finished before the kill; nothing was tested"
     data = disk.read_bytes()
     assert len(data) == sectors * size, "the file changed size"
@@ -129,7 +165,7 @@ def test_writer_fills_the_whole_device_when_left_alone(tmp_path):
     disk = tmp_path / "disk.img"
     make_disk(disk, 64, 512)
     proc = start_writer(disk, 9, 512)
-    out, err = proc.communicate(timeout=30)
+    out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert reported(out.decode().splitlines(keepends=True)) == list(range(64))
     data = disk.read_bytes()
@@ -146,7 +182,7 @@ def locked_disk(tmp_path):
     make_disk(disk, 16, 512)
     proc = start_writer(disk, 4, 512, delay_us=3600 * 10**6)
     try:
-        assert read_line(proc.stdout, timeout=20) == "wrote 0\n"
+        assert read_line(proc.stdout, timeout=60) == "wrote 0\n"
         yield disk
     finally:
         stop(proc)
@@ -185,7 +221,7 @@ def test_the_lock_goes_with_the_guest(tmp_path):
     make_disk(disk, 16, 512)
     proc = start_writer(disk, 4, 512, delay_us=3600 * 10**6)
     try:
-        assert read_line(proc.stdout, timeout=20) == "wrote 0\n"
+        assert read_line(proc.stdout, timeout=60) == "wrote 0\n"
     finally:
         stop(proc)  # SIGKILL: no cleanup code runs; the kernel drops the lock
     proc = spt_run("--mem=4", "--block:storage=%s" % disk, guest_path("block"), env=launch_env())

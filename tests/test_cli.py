@@ -357,11 +357,11 @@ def test_fifo_as_kernel_is_refused_without_hanging(tmp_path):
     fifo = tmp_path / "kernel.fifo"
     os.mkfifo(fifo)
     # no writer ever opens the FIFO: a blocking open would hang until timeout
-    refused_one_line(spt_run("--mem=8", str(fifo), timeout=15), "not a regular file")
+    refused_one_line(spt_run("--mem=8", str(fifo), timeout=60), "not a regular file")
 
 
 def test_device_node_as_kernel_is_refused():
-    refused_one_line(spt_run("--mem=8", "/dev/zero", timeout=15), "not a regular file")
+    refused_one_line(spt_run("--mem=8", "/dev/zero", timeout=60), "not a regular file")
 
 
 def test_empty_file_as_kernel_is_refused(tmp_path):

@@ -49,7 +49,7 @@ def guest_fds_when_idle(proc: subprocess.Popen) -> dict[int, str]:
             raise AssertionError("guest ended: rc=%s stderr=%r"
                                  % (proc.returncode, proc.stderr.read()))
         return current_syscall(proc.pid) == EPOLL_PWAIT
-    wait_for(idle, timeout=20)
+    wait_for(idle, timeout=60, what="the guest in epoll_pwait")
     return fd_table(proc.pid)
 
 
@@ -60,7 +60,7 @@ def plan_fds(launch_args, tmp_path: Path, ns: TapNamespace | None = None) -> dic
     cmd = solo5_spt(*launch_args)
     if ns is not None:
         cmd = ns.wrap(cmd)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30,
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
                           env=launch_env(SPT_PLAN_DUMP=str(dump)), stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
     return json.loads(dump.read_text())["plan"]

@@ -480,17 +480,17 @@ def test_entry_outside_guest_memory_is_refused(hello, load):
 ], ids=["target", "version", "e_type", "wx", "manifest", "truncated"])
 def test_launcher_refuses_a_bad_image_in_one_line(hello, tmp_path, craft, fragment):
     path = write(tmp_path, craft(hello))
-    line = assert_refused(spt_run("--mem=8", path, timeout=30), fragment)
+    line = assert_refused(spt_run("--mem=8", path, timeout=120), fragment)
     assert path in line
-    assert len(spt_run("--mem=8", path, timeout=30).stderr.splitlines()) == 1
+    assert len(spt_run("--mem=8", path, timeout=120).stderr.splitlines()) == 1
 
 
 def test_launcher_refuses_a_segment_beyond_mem(hello, tmp_path):
     path = write(tmp_path, ec.set_phdr(hello, DATA, p_vaddr=16 * MIB, p_paddr=16 * MIB))
-    assert_refused(spt_run("--mem=8", path, timeout=30), "program header 3", "does not fit",
+    assert_refused(spt_run("--mem=8", path, timeout=120), "program header 3", "does not fit",
                    "raise --mem")
 
 
 def test_launcher_refuses_an_entry_beyond_mem(hello, tmp_path):
     path = write(tmp_path, ec.set_ehdr(hello, e_entry=8 * MIB + 0x10))
-    assert_refused(spt_run("--mem=8", path, timeout=30), "entry point", "outside guest memory")
+    assert_refused(spt_run("--mem=8", path, timeout=120), "entry point", "outside guest memory")

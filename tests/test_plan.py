@@ -40,7 +40,7 @@ def compile_and_run(tmp_path: Path, source: str, *extra_sources: Path) -> str:
                            "-o", str(exe), str(src), *map(str, extra_sources)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=10)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout
 

@@ -149,7 +149,7 @@ def launch(kernel: str, words: list[str], device_args=(), wrap=lambda c: c) -> O
     # A session of its own: even a call that slipped through (vhangup, a
     # signal to the process group) could not reach the test's terminal.
     cmd = wrap(solo5_spt("--mem=2", *device_args, kernel, *words))
-    proc = run(cmd, timeout=30, env=launch_env(), start_new_session=True)
+    proc = run(cmd, timeout=120, env=launch_env(), start_new_session=True)
     return Outcome(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -174,7 +174,7 @@ libc.syscall(ctypes.c_long(nr), 0, 0, 0, 0, 0, 0)
 
 def host_skips_seccomp(nr: int) -> bool:
     proc = subprocess.run([sys.executable, "-c", SECCOMP_CONTROL, str(nr)], capture_output=True,
-                          timeout=30, stdin=subprocess.DEVNULL, start_new_session=True)
+                          timeout=120, stdin=subprocess.DEVNULL, start_new_session=True)
     return proc.returncode != -SIGSYS
 
 
@@ -264,6 +264,7 @@ ARGUMENT_PROBES = [
 ]
 
 
+@pytest.mark.netns
 def test_argument_rules_hold_on_both_sides(tmp_path, request):
     disk = tmp_path / "disk.img"
     pattern = bytes((i * 7 + 3) & 0xFF for i in range(CAP))
@@ -297,6 +298,7 @@ def test_argument_rules_hold_on_both_sides(tmp_path, request):
     assert sides[True] >= 12 and sides[False] >= 40, sides
 
 
+@pytest.mark.netns
 def test_filter_rejects_a_block_size_other_than_the_declared_one(tmp_path):
     """With --block-sector-size 4096 the count rule moves with it."""
     disk = tmp_path / "disk.img"

@@ -176,7 +176,7 @@ def test_inspect_refuses_what_is_not_a_file(tmp_path, what):
     elif what == "fifo":
         os.mkfifo(path)
     expected = "No such file or directory" if what == "missing" else "not a regular file"
-    assert_one_line_error(spt("inspect", path, timeout=10), "spt: ", expected)
+    assert_one_line_error(spt("inspect", path, timeout=60), "spt: ", expected)
 
 
 # --- spt policy ----------------------------------------------------------------
@@ -239,7 +239,7 @@ def assert_guest_runs_exactly(pid: int, program: bytes) -> None:
 
 def policy_bpf(*launch_args, **kwargs) -> bytes:
     proc = subprocess.run([SPT, "policy", "--bpf", "-", *map(str, launch_args)],
-                          capture_output=True, timeout=30, stdin=subprocess.DEVNULL, **kwargs)
+                          capture_output=True, timeout=120, stdin=subprocess.DEVNULL, **kwargs)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout and len(proc.stdout) % 8 == 0
     return proc.stdout

@@ -337,7 +337,8 @@ def test_exec_becomes_the_guest_in_the_same_process(root):
                             stderr=subprocess.PIPE)
     try:
         comm = Path("/proc/%d/comm" % proc.pid)
-        wait_for(lambda: comm.read_text().strip() == "spt:nap", timeout=10)
+        wait_for(lambda: comm.read_text().strip() == "spt:nap", timeout=60,
+                 what="the unit's guest named spt:nap")
         maps = Path("/proc/%d/maps" % proc.pid).read_text()
         assert "python" not in maps and "spt-trampoline" in maps, maps
     finally:

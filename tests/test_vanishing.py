@@ -279,7 +279,7 @@ def test_guest_with_block_and_net_holds_exactly_its_devices(running, guest, tap,
     proc = running("--mem=8", "--block:storage=" + disk, "--net:service0=" + tap.name,
                    guest("syscall_dev"), *BLOCK_IN_EPOLL_PWAIT,
                    preexec_fn=enter_netns(tap.ns.name))
-    wait_for(lambda: guest_is_running(proc))
+    wait_for(lambda: guest_is_running(proc), what="the guest under its filter")
     facts = read_guest_facts(proc.pid)
     assert set(facts.device_fds) == {"storage", "service0"}
     table = assert_fd_table_is_declared_set(proc.pid, facts)
@@ -406,12 +406,13 @@ def test_core_dump_of_a_crashing_guest_holds_guest_memory_only(guest, tmp_path):
                             cwd=tmp_path, preexec_fn=unlimited_core, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=120)
     finally:
         stop(proc)
     assert proc.returncode == -signal.SIGSEGV, (proc.returncode, out, err)
     regex = core_file_regex(pattern_name, proc.pid, uses_pid)
-    core = wait_for(lambda: find_core(directory, regex, before), timeout=10)
+    core = wait_for(lambda: find_core(directory, regex, before), timeout=60,
+                    what="the core file")
     try:
         check_core_holds_only_guest(core, mem_size, guest("fault"))
     finally:

@@ -42,7 +42,7 @@ def start_net_guest(running, guest, tap, target=None, *options, ip=None, **kwarg
     return NetGuest(proc, ready["mac"], int(ready["mtu"]), ready["ip"])
 
 
-def ping(tap, *args, count: int = 3, wait: int = 2, timeout: float = 30):
+def ping(tap, *args, count: int = 3, wait: int = 10, timeout: float = 60):
     return tap.ns.exec("ping", "-n", "-i", "0.2", "-c", str(count), "-W", str(wait), *args,
                        tap.guest_ip, timeout=timeout)
 
@@ -127,8 +127,8 @@ def test_gso_and_gro_are_off_after_attach(running, guest, tap):
 
 def test_ping_flood_leaves_the_guest_alive(running, guest, tap):
     net = start_net_guest(running, guest, tap)
-    flood = tap.ns.exec("ping", "-n", "-q", "-f", "-c", "1000", "-w", "30", tap.guest_ip,
-                        timeout=60)
+    flood = tap.ns.exec("ping", "-n", "-q", "-f", "-c", "1000", "-w", "60", tap.guest_ip,
+                        timeout=120)
     assert "1000 packets transmitted" in flood.stdout, (flood.stdout, flood.stderr)
     # The guest may drop a frame when the TAP queue is full, but it answers
     # nearly all of them and is still there to answer the next ping.

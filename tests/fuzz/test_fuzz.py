@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import fuzzing
 import pytest
-from conftest import guest_path
+from conftest import guest_path, progress_note
 from hostile_util import NotifySocket, TapNamespace, launch_env, record_figures, solo5_spt
 
 from spt import image
@@ -38,7 +38,7 @@ from spt.errors import SptError
 # Guests with no devices, block, net, both, and the most devices allowed.
 FUZZ_GUESTS = ("hello", "exit", "block", "net", "syscall_dev", "maxdev")
 MEM_SIZES = (4 << 20, 32 << 20, 512 << 20)
-CASE_TIMEOUT = 15  # seconds before a launch that neither starts nor exits is a hang
+CASE_TIMEOUT = 60  # seconds before a launch that neither starts nor exits is a hang
 RUNNING_GRACE = 0.3  # a started guest still running after this is stopped: "running"
 MAX_REPORTED = 20
 
@@ -84,10 +84,10 @@ def judge(case, seed, path: Path, mem_size: int) -> tuple[str, str | None]:
     return "accepted", None
 
 
-def test_loader_matches_the_abi_on_mutated_images(fuzz_config, tmp_path, request, capsys):
+def test_loader_matches_the_abi_on_mutated_images(fuzz_config, tmp_path, request):
     seed, total = fuzz_config.seed, fuzz_config.cases
-    with capsys.disabled():
-        print("\nfuzz: in-process seed=%s cases=%d (replay: --fuzz-seed=%s)" % (seed, total, seed))
+    progress_note(request, "fuzz: in-process seed=%s cases=%d (replay: --fuzz-seed=%s)"
+                  % (seed, total, seed))
     guests = originals()
     path = tmp_path / "case.spt"
     fds_before = fd_numbers()
@@ -217,12 +217,10 @@ def fuzz_taps():
     ns.close()
 
 
-def test_launcher_ends_every_mutated_image_cleanly(fuzz_config, fuzz_taps, tmp_path, request,
-                                                    capsys):
+def test_launcher_ends_every_mutated_image_cleanly(fuzz_config, fuzz_taps, tmp_path, request):
     seed = fuzz_config.seed + "/cli"
     total = fuzz_config.cli_cases
-    with capsys.disabled():
-        print("\nfuzz: solo5-spt seed=%s cases=%d" % (fuzz_config.seed, total))
+    progress_note(request, "fuzz: solo5-spt seed=%s cases=%d" % (fuzz_config.seed, total))
     guests = {name: Path(guest_path(name)).read_bytes() for name in CLI_GUESTS}
     names = sorted(CLI_GUESTS)
     slots: queue.Queue[Slot] = queue.Queue()
