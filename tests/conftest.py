@@ -20,6 +20,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# A root launch caches in /var/cache/spt, which is the host's, not the
+# suite's: every launch of the suite caches here instead (tests that look at
+# a cache of their own set SPT_CACHE_DIR themselves). Removed at the end.
+SUITE_CACHE = None
+if "SPT_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    SUITE_CACHE = tempfile.mkdtemp(prefix="spt-suite-cache-")
+    os.environ["SPT_CACHE_DIR"] = SUITE_CACHE
 BIN = Path(sys.executable).parent
 SOLO5_SPT = str(BIN / "solo5-spt")
 SPT = str(BIN / "spt")
@@ -197,29 +207,39 @@ def which(tool: str) -> str:
 # carries the marker (tests that make their namespaces by hand).
 PLACES = {
     "real systemd": ("systemd",),
-    "podman": ("podman_ns",),
+    "podman": ("podman_ns", "podman"),
+    "containerd": ("containerd",),
+    "gdb": ("session",),
     "network namespaces": ("netns", "tap", "topology", "taps", "quiet_tap", "fuzz_taps",
                            "podman_ns", "systemd"),
     "VM": ("vm", "qemu"),
 }
-PLACE_MARKERS = {"real systemd": "systemd", "podman": "podman", "network namespaces": "netns",
-                 "VM": "vm"}
+PLACE_MARKERS = {"real systemd": "systemd", "podman": "podman", "containerd": "containerd",
+                 "gdb": "gdb", "network namespaces": "netns", "VM": "vm"}
 RAN_WHERE = pytest.StashKey[dict]()
 
 
 def pytest_configure(config):
     for marker, what in (("systemd", "runs under a real systemd"),
                          ("podman", "runs a real podman"),
+                         ("containerd", "runs a real containerd"),
+                         ("gdb", "runs a real gdb or gdbserver"),
                          ("netns", "makes network namespaces of its own"),
                          ("vm", "boots a VM")):
         config.addinivalue_line("markers", "%s: %s" % (marker, what))
     config.stash[RAN_WHERE] = {place: set() for place in PLACES}
 
 
+def pytest_unconfigure(config):
+    if SUITE_CACHE is not None:
+        shutil.rmtree(SUITE_CACHE, ignore_errors=True)
+
+
 def places_of(item) -> list[str]:
     names = set(getattr(item, "fixturenames", ()))
     return [place for place, fixtures in PLACES.items()
-            if names.intersection(fixtures) or item.get_closest_marker(PLACE_MARKERS[place])]
+            if names.intersection(fixtures) or item.get_closest_marker(PLACE_MARKERS[place])
+            or (place == "VM" and os.environ.get("SPT_IN_ARM64_VM") == "1")]  # make test-arm64
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -219,8 +219,8 @@ def ensure_netns_mount() -> None:
     namespaces added later would not show through."""
     if not os.path.ismount("/run/netns"):
         probe = "spt-oci-probe-" + uuid.uuid4().hex[:8]
-        subprocess.run(["ip", "netns", "add", probe], check=True, timeout=20)
-        subprocess.run(["ip", "netns", "delete", probe], check=True, timeout=20)
+        subprocess.run(["ip", "netns", "add", probe], check=True, timeout=120)
+        subprocess.run(["ip", "netns", "delete", probe], check=True, timeout=120)
 
 
 class PrivateNs:

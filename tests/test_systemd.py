@@ -343,7 +343,8 @@ def test_a_block_file_with_a_colon_in_its_path_is_bound_and_written(systemd, whe
             "--arg", "seed=3", "--arg", "delay_us=20000")
     proc = start(systemd, "spt@" + name)
     assert proc.returncode == 0, (proc.stderr, journal(systemd, "spt@" + name))
-    wait_for(lambda: "wrote 2" in journal(systemd, "spt@" + name).splitlines(), timeout=10)
+    wait_for(lambda: "wrote 2" in journal(systemd, "spt@" + name).splitlines(), timeout=60,
+             what="the guest's second write in the journal")
     stop(systemd, "spt@" + name)
     assert systemd.path(disk).read_bytes()[:sector] == blockwriter_sector(0, 3, sector)
 
@@ -372,7 +373,8 @@ def test_a_block_path_naming_a_destination_binds_nothing_over_it(systemd):
     assert not [m for m in mounts if m[4] == "/etc" and "disk.img" in m[3]], mounts
     assert systemd.run("test", "-e", "/proc/%s/root/etc/alice-was-here" % pid).returncode != 0
     assert systemd.run("test", "-e", "/proc/%s/root/etc/passwd" % pid).returncode == 0
-    wait_for(lambda: "wrote 2" in journal(systemd, "spt@alice").splitlines(), timeout=10)
+    wait_for(lambda: "wrote 2" in journal(systemd, "spt@alice").splitlines(), timeout=60,
+             what="the guest's second write in the journal")
     stop(systemd, "spt@alice")
     assert systemd.path(disk).read_bytes()[:sector] == blockwriter_sector(0, 5, sector)
 

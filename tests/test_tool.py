@@ -25,6 +25,7 @@ import pytest
 
 import elfcraft
 from conftest import ROOT, SOLO5_SPT, SPT, read_line, run, spt_run, stop
+from conftest import spt_run as _spt_run
 
 MIB = 1 << 20
 CORE_SYSCALLS = {"write", "exit_group", "epoll_pwait", "timerfd_settime", "clock_gettime",
@@ -454,7 +455,12 @@ def test_doctor_largest_mem_under_rlimit_as_launches(guest):
 
 
 def test_doctor_fails_when_a_launch_has_too_few_fds(guest, block_file):
+    """Doctor's number is the peak of a launch that compiles its filter
+    (SPT_CACHE=0: the same whatever the cache holds)."""
     from spt.commands.doctor import LAUNCH_FDS
+
+    def spt_run(*args, **kwargs):
+        return _spt_run(*args, env=dict(os.environ, SPT_CACHE="0"), **kwargs)
 
     disk = block_file(4096)
     too_few = with_rlimit(resource.RLIMIT_NOFILE, LAUNCH_FDS - 1)

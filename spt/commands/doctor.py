@@ -24,9 +24,13 @@ MIB = 1 << 20
 GUEST_MEM_START = abi.GUEST_MEM_START  # spt-abi §3: guest memory begins here
 MIN_KERNEL = (5, 9)  # close_range(2), which the trampoline uses to close fds
 MIN_LIBSECCOMP = (2, 4, 0)  # SCMP_ACT_KILL_PROCESS, the filter's default action
-# fds a launch holds at once: stdio, the kernel image, the epoll and timer
-# placeholders, the plan memfd and libseccomp's export; plus one a device.
-LAUNCH_FDS = 8
+# fds a launch holds at once, at its peak, which is a launch that compiles
+# its filter (an empty launch cache, or SPT_CACHE=0): stdio, the kernel image,
+# the epoll and timer placeholders, and libseccomp's loader (ctypes'
+# find_library runs `ldconfig -p` through a pipe: five fds more for a
+# moment); plus one a device. (A launch from a warm cache needs three fewer:
+# the image store's file, the plan memfd, no loader.)
+LAUNCH_FDS = 11
 MAX_DEVICES = abi.MFT_MAX_ENTRIES - 1  # entry 0 is reserved
 CAP_NET_ADMIN = 12
 PR_GET_SECCOMP = 21

@@ -169,6 +169,19 @@ from spt.tool import main
 sys.exit(main())
 """
 INIT = """#!/bin/busybox sh
+# The jail's pivot_root (an empty root for a root launch) does not work on
+# the initramfs's own root (rootfs): hand the tree over to a tmpfs first, as
+# an initramfs hands over to a real root, then start again from there.
+if [ ! -e /.on-tmpfs ]; then
+    /bin/busybox mkdir -p /newroot
+    /bin/busybox mount -t tmpfs -o size=1536m tmpfs /newroot
+    for d in /*; do
+        case $d in /newroot|/proc|/sys|/dev) /bin/busybox mkdir -p /newroot$d ;;
+        *) /bin/busybox cp -a $d /newroot/ ;; esac
+    done
+    /bin/busybox touch /newroot/.on-tmpfs
+    exec /bin/busybox switch_root /newroot /init
+fi
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mkdir -p /bb && /bin/busybox --install -s /bb
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:/bb
