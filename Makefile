@@ -1,7 +1,8 @@
 # spt: make demo | make test | make bench | make fuzz
 #
 # Every target sets up what it needs: host packages (scripts/install-deps,
-# as root), the venv in .venv (with .venv/bin/solo5-spt and .venv/bin/spt),
+# as root), the venv in .venv (with .venv/bin/solo5-spt, .venv/bin/spt and
+# .venv/bin/spt-oci),
 # the trampoline (native/) and the guest kit (guests/).
 
 PYTHON ?= python3
@@ -58,9 +59,9 @@ test-fast: setup
 # in build/arm64-vm/.
 AARCH64_CC ?= aarch64-linux-gnu-gcc
 test-arm64: setup
-	@echo "spt: arm64: host packages (qemu, cross compiler, mmdebstrap)"
+	@echo "-- arm64: host packages (qemu, cross compiler, mmdebstrap)"
 	@./scripts/install-deps --arm64
-	@echo "spt: arm64: cross-building the trampoline and the guest kit into build/aarch64/"
+	@echo "-- arm64: cross-building the trampoline and the guest kit into build/aarch64/"
 	$(MAKE) -s -C native ARCH=aarch64 CC=$(AARCH64_CC) OUT=$(CURDIR)/build/aarch64/spt-trampoline
 	$(MAKE) -s -C guests ARCH=aarch64 CC=$(AARCH64_CC) OUT=$(CURDIR)/build/aarch64/guests PYTHON=../$(PY)
 	$(PY) tests/arm64/vm.py
