@@ -164,20 +164,14 @@ def _trusted_dir(directory: str) -> bool:
 def _open_matching(path: str, data: bytearray) -> int | None:
     """An fd of the stored file at `path`, if it is trusted and holds
     exactly `data`."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if (stat.S_ISREG(st.st_mode) and _trusted(st) and not st.st_mode & stat.S_IWUSR
-                and st.st_size == len(data) and _trusted_dir(os.path.dirname(path))
-                and _same_bytes(fd, data)):
-            os.utime(fd)  # most recently used: the last to be pruned
-            return fd
-    except OSError:
-        pass
-    os.close(fd)
+    fd = _open_trusted(path, len(data))
+    if fd is not None:
+        try:
+            if _same_bytes(fd, data):
+                return fd
+        except OSError:
+            pass
+        os.close(fd)
     return None
 
 

@@ -18,11 +18,11 @@ import pytest
 
 import elfcraft
 from conftest import ROOT, SOLO5_SPT, guest_path, spt_run
+from test_allowlist import assert_killed, result
 from spt import arch
 
 HOST = arch.host()
 NR = HOST.SYSCALLS
-KILLED = -signal.SIGSYS
 OTHER_ARCH = {"x86_64": ("aarch64", elfcraft.EM_AARCH64), "aarch64": ("x86_64", elfcraft.EM_X86_64)}
 X86_64_ARCH_PRCTL = 158
 ARCH_SET_FS = 0x1002
@@ -30,18 +30,6 @@ ARCH_SET_FS = 0x1002
 
 def plain(*args):
     return spt_run("--mem=8", guest_path("syscall"), *map(str, args))
-
-
-def result(proc) -> int:
-    assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
-    found = re.findall(r"syscall: ret=(-?\d+)", proc.stdout)
-    assert len(found) == 1, proc.stdout
-    return int(found[0])
-
-
-def assert_killed(proc) -> None:
-    assert proc.returncode == KILLED, (proc.returncode, proc.stdout, proc.stderr)
-    assert "syscall: ret=" not in proc.stdout, proc.stdout
 
 
 def test_the_host_is_an_architecture_spt_supports():
