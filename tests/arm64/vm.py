@@ -39,7 +39,7 @@ DEBIAN_PACKAGES = [
 ]
 # Python packages from PyPI (aarch64 wheels), pinned to what the host's venv
 # runs the suite with, so both architectures test the same versions.
-PYPI_PACKAGES = ["pyelftools", "pyroute2", "pyseccomp", "pytest"]
+PYPI_PACKAGES = ["pyelftools", "pyroute2", "pyseccomp", "pytest", "typer"]
 # Modules the tests need, loaded by /init in this order (plain .ko files).
 MODULES = ["drivers/net/tun.ko", "drivers/net/veth.ko"]
 # What the suite runs inside the VM: every test file that boots guests
