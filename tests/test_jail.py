@@ -311,7 +311,12 @@ def test_jail_limits_with_user_changes_the_ids_too(sleeping):
     assert namespaces(proc.pid) == namespaces("self")
 
 
-UNPRIVILEGED = ["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups"]
+# nobody, with CAP_DAC_READ_SEARCH as its one (ambient) capability: the
+# checkout may sit below a directory only root may enter (CI's, a mktemp -d),
+# and the launcher must read it. The trampoline clears ambient, permitted and
+# effective sets alike, so the guest ends with none either way.
+UNPRIVILEGED = ["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups",
+                "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
 
 
 def test_unprivileged_launch_keeps_its_uid_and_namespaces_and_gets_the_rlimits(sleeping):
