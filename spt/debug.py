@@ -121,25 +121,14 @@ def start(opts, timer=None) -> None:
 def become_guest(opts, timer, extra_flags: int, core_dir: str | None) -> None:
     """The normal launch (launcher.start) with plan flags added and, for
     --dumpcore, the working directory moved where the core is to go."""
-    from spt.image import open_kernel
-
-    opts = opts._replace(debug=None)
-    launcher.prepare(opts)
-    stream = open_kernel(opts.kernel)
-    plan, attached = launcher.build_plan(opts, stream, timer)
-    plan = plan._replace(flags=plan.flags | extra_flags)
-    dump = os.environ.get("SPT_PLAN_DUMP")
-    if dump:
-        from spt import policy
-
-        launcher.write_dump(dump, plan, policy.rules_for(attached))
-        return
-    if core_dir is not None:
+    def move_to_core_dir() -> None:
         try:
             os.chdir(core_dir)  # after every open: relative KERNEL and block paths still work
         except OSError as exc:
             raise SptError("--dumpcore: %s: %s" % (core_dir, exc.strerror)) from None
-    launcher.exec_trampoline(plan, timer)
+
+    launcher.start(opts._replace(debug=None), timer, extra_flags,
+                   move_to_core_dir if core_dir is not None else None)
 
 
 # --- cores --------------------------------------------------------------------

@@ -361,9 +361,10 @@ def prepare(opts: Options, prog: str = PROG) -> None:
     sanitize_fds(inherited_fds(opts))
 
 
-def start(opts: Options, timer=None) -> None:
+def start(opts: Options, timer=None, extra_flags: int = 0, before_exec=None) -> None:
     """Options -> a running guest in this very process (or, with
-    SPT_PLAN_DUMP, the plan written out)."""
+    SPT_PLAN_DUMP, the plan written out). The debug mode (spt/debug.py)
+    adds plan flags and a last step before the exec."""
     if opts.debug is not None:  # --gdb, --dumpcore: a room of their own
         from spt import debug
 
@@ -374,12 +375,16 @@ def start(opts: Options, timer=None) -> None:
 
     stream = open_kernel(opts.kernel)
     plan, attached = build_plan(opts, stream, timer)
+    if extra_flags:
+        plan = plan._replace(flags=plan.flags | extra_flags)
     dump = os.environ.get("SPT_PLAN_DUMP")
     if dump:
         from spt import policy
 
         write_dump(dump, plan, policy.rules_for(attached))
         return
+    if before_exec is not None:
+        before_exec()
     exec_trampoline(plan, timer)
 
 
