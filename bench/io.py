@@ -206,7 +206,7 @@ def _launch_filters(ctx: Context, guest: str, disk: str) -> dict:
     blockref, with the block fd they name and the hot calls' arguments."""
     from spt.commands.policy import bpf_bytes, rules_from
     from spt.errors import SptError
-    from spt.policy import compile_bpf
+    from spt.bpfcompile import compile_bpf
 
     filters = {}
     for sector in SECTOR_SIZES:

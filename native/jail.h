@@ -40,6 +40,54 @@ static void jail_check(long r, const char *step)
         die_hint(step, r, " (spt doctor says what the host allows; --jail=off runs without)");
 }
 
+/* linux/capability.h: the capabilities the jail's steps use. */
+#define CAP_SETGID 6
+#define CAP_SETUID 7
+#define CAP_SETPCAP 8
+#define CAP_SYS_ADMIN 21
+
+/* What the jail's steps need of `flags` (SPT_JAIL_*), as a capability mask:
+ * CAP_SETPCAP to empty the bounding set, CAP_SETUID and CAP_SETGID for the
+ * ids, CAP_SYS_ADMIN for the namespaces. Nothing without those steps. */
+static uint64_t jail_capabilities(uint32_t flags)
+{
+    uint64_t caps = 0;
+    if (flags & (SPT_JAIL_NAMESPACES | SPT_JAIL_IDS))
+        caps |= 1ULL << CAP_SETPCAP | 1ULL << CAP_SETGID | 1ULL << CAP_SETUID;
+    if (flags & SPT_JAIL_NAMESPACES)
+        caps |= 1ULL << CAP_SYS_ADMIN;
+    return caps;
+}
+
+/*
+ * Before the jail, first thing after reading the plan: the trampoline keeps
+ * only the capabilities its jail needs, in every set. A root exec arrives
+ * with all of them; this leaves what exec would have given had the bounding
+ * set held only `keep` (the bounding set shrunk, then the effective,
+ * permitted and inheritable sets cut to it, which is always allowed, and
+ * the ambient set follows the permitted one). Without CAP_SETPCAP the
+ * bounding set stays as it came (docs/security.md); the other sets are cut
+ * all the same.
+ */
+static void jail_keep_only(uint64_t keep)
+{
+    for (int cap = 0; cap < 64; cap++) {
+        if (keep & (1ULL << cap))
+            continue;
+        long r = sys_prctl(PR_CAPBSET_DROP, cap);
+        if (r == -EINVAL || r == -EPERM)
+            break; /* past the last capability, or no CAP_SETPCAP */
+        check(r, "jail: bounding set: prctl(PR_CAPBSET_DROP)");
+    }
+    struct { uint32_t version; int32_t pid; } header = { 0x20080522, 0 }; /* _V3 */
+    uint32_t sets[6]; /* two struct __user_cap_data_struct: effective, permitted, inheritable */
+    check(sys_capget(&header, sets), "capget");
+    for (int half = 0; half < 2; half++)
+        for (int set = 0; set < 3; set++)
+            sets[half * 3 + set] &= (uint32_t)(keep >> (32 * half));
+    check(sys_capset(&header, sets), "capset");
+}
+
 /*
  * Step 0. The bounding set emptied. The launcher kept in it only what the
  * steps below need (CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID) and CAP_SETPCAP

@@ -27,6 +27,7 @@
 #define SYS_epoll_ctl __NR_epoll_ctl
 #define SYS_prctl __NR_prctl
 #define SYS_capset __NR_capset
+#define SYS_capget __NR_capget
 #define SYS_timerfd_create __NR_timerfd_create
 #define SYS_epoll_create1 __NR_epoll_create1
 #define SYS_dup3 __NR_dup3
@@ -85,6 +86,8 @@ static inline long sys_prctl(int op, long a)
 { return sys6(SYS_prctl, op, a, 0, 0, 0, 0); }
 static inline long sys_capset(const void *header, const void *data)
 { return sys3(SYS_capset, (long)header, (long)data, 0); }
+static inline long sys_capget(void *header, void *data)
+{ return sys3(SYS_capget, (long)header, (long)data, 0); }
 static inline long sys_epoll_create1(int flags)
 { return sys3(SYS_epoll_create1, flags, 0, 0); }
 static inline long sys_epoll_ctl(int ep, int op, int fd, void *ev)

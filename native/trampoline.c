@@ -301,6 +301,10 @@ static void close_all_but(const int32_t *keep, uint32_t n)
 void tramp_main(long *sp) __attribute__((noreturn, used));
 void tramp_main(long *sp)
 {
+    /* First of all: no exec from here on can gain privileges (the guest's
+     * filter forbids exec anyway), and seccomp may load without
+     * CAP_SYS_ADMIN. The launcher execs this file without setting it. */
+    check(sys_prctl(PR_SET_NO_NEW_PRIVS, 1), "prctl(PR_SET_NO_NEW_PRIVS)");
     long argc = sp[0];
     char **argv = (char **)(sp + 1);
     int plan_fd = parse_fd(argc > 1 ? argv[1] : 0);
@@ -343,9 +347,7 @@ void tramp_main(long *sp)
     memcpy(name, plan->name, sizeof name);
     name[15] = 0;
     sys_prctl(PR_SET_NAME, (long)name);
-    /* The launcher set no_new_privs before exec (so this exec could not gain
-     * privileges); setting it again is idempotent and lets seccomp load. */
-    check(sys_prctl(PR_SET_NO_NEW_PRIVS, 1), "prctl(PR_SET_NO_NEW_PRIVS)");
+    jail_keep_only(jail_capabilities(plan->jail));
     reset_signals(plan->flags);
 
     /* Guest memory: one private anonymous mapping, [0x10000, mem_size).

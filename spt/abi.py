@@ -4,7 +4,7 @@ One home for every number the guest and the tender must agree on; names follow
 the interface's own terms.
 """
 
-from collections import namedtuple
+from spt.lean import Record
 
 # ELF notes (spt-abi §1.1)
 NOTE_NAME = b"Solo5\x00"
@@ -23,7 +23,7 @@ ABI_TARGET_SPT = 2
 ABI_VERSION = 2  # the newest; what spt's own tools describe by default
 
 
-class AbiVersion(namedtuple("AbiVersion", "version releases skips_empty_load yield_hang")):
+class AbiVersion(Record, fields="version releases skips_empty_load yield_hang"):
     """One spt ABI version as Solo5 released it: `releases` that build
     kernels of it, whether its loader skips a PT_LOAD with p_filesz == 0,
     and whether kernels of it may carry the guest-side solo5_yield hang

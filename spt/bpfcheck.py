@@ -16,10 +16,6 @@ It proves an upper bound only: a filter that allows *less* than its rules
 passes (a guest would die on an allowed call, nothing more).
 """
 
-from __future__ import annotations
-
-import struct
-
 from spt import arch
 
 SECCOMP_RET_KILL_PROCESS = 0x80000000
@@ -31,7 +27,6 @@ SECCOMP_RET_ALLOW = 0x7FFF0000
 HOST = arch.host()
 SYSCALL_NUMBERS = HOST.SYSCALLS
 
-_INSN = struct.Struct("<HBBI")
 _WORD = 0xFFFFFFFF
 _ALL = ((0, _WORD),)
 _NR, _ARCH = 0, 4
@@ -73,7 +68,9 @@ def allows_only(program: bytes, rules) -> bool:
     cannot be shown."""
     if not program or len(program) % 8 or len(program) > 4096 * 8:
         return False
-    insns = [_INSN.unpack_from(program, i) for i in range(0, len(program), 8)]
+    # struct sock_filter: u16 code, u8 jt, u8 jf, u32 k (little-endian hosts only)
+    insns = [(program[i] | program[i + 1] << 8, program[i + 2], program[i + 3],
+              int.from_bytes(program[i + 4:i + 8], "little")) for i in range(0, len(program), 8)]
     paths = [(0, None, {})]  # (pc, offset of the word in A, {offset: intervals})
     steps = 0
     while paths:

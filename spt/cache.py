@@ -21,37 +21,44 @@ the cache in each setting: docs/security.md, "5. Cache trust").
 `CacheDirectory=` hands us `$CACHE_DIRECTORY`.
 """
 
-from __future__ import annotations
-
 import marshal
-import os
-import stat
+import posix  # not os: the launch path's modules do without it (spt/lean.py)
 import zlib
 
-from spt import __version__
+from spt import __version__, lean
 
 _MAGIC = b"spt-cache-1\n"
 
 
 def cache_dir() -> str | None:
     """Where entries live, or None if the cache is off."""
-    if os.environ.get("SPT_CACHE") == "0":
+    if lean.getenv("SPT_CACHE") == "0":
         return None
-    explicit = os.environ.get("SPT_CACHE_DIR") or os.environ.get("CACHE_DIRECTORY")
+    explicit = lean.getenv("SPT_CACHE_DIR") or lean.getenv("CACHE_DIRECTORY")
     if explicit:
         return explicit.split(":")[0]
-    if os.geteuid() == 0:
+    if posix.geteuid() == 0:
         return "/var/cache/spt"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "spt")
+    base = lean.getenv("XDG_CACHE_HOME") or lean.join(_home(), ".cache")
+    return lean.join(base, "spt")
 
 
-def _trusted(st: os.stat_result) -> bool:
-    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+def _home() -> str:
+    """`os.path.expanduser("~")`: $HOME, else the user database's."""
+    home = lean.getenv("HOME")
+    if home is None:
+        import pwd
+
+        home = pwd.getpwuid(posix.geteuid()).pw_dir
+    return home.rstrip("/") or "/"
+
+
+def _trusted(st) -> bool:
+    return st.st_uid == posix.geteuid() and not st.st_mode & (lean.stat.S_IWGRP | lean.stat.S_IWOTH)
 
 
 def _path(directory: str, kind: str, key: bytes) -> str:
-    return os.path.join(directory, "%s-%08x" % (kind, zlib.crc32(key)))
+    return lean.join(directory, "%s-%08x" % (kind, zlib.crc32(key)))
 
 
 def _full_key(kind: str, key: str, code) -> bytes:
@@ -60,7 +67,7 @@ def _full_key(kind: str, key: str, code) -> bytes:
     stamps = []
     for path in code:
         try:
-            st = os.stat(path)
+            st = posix.stat(path)
             stamps.append("%s:%d:%d" % (path, st.st_size, st.st_mtime_ns))
         except OSError:
             stamps.append(path + ":?")
@@ -75,20 +82,20 @@ def load(kind: str, key: str, code=()):
         return None
     full = _full_key(kind, key, code)
     try:
-        if not _trusted(os.stat(directory)):
+        if not _trusted(posix.stat(directory)):
             return None
-        fd = os.open(_path(directory, kind, full), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = posix.open(_path(directory, kind, full), posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NOFOLLOW)
     except OSError:
         return None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or not _trusted(st) or st.st_size > 1 << 20:
+        st = posix.fstat(fd)
+        if not lean.stat.S_ISREG(st.st_mode) or not _trusted(st) or st.st_size > 1 << 20:
             return None
-        data = os.read(fd, st.st_size)
+        data = posix.read(fd, st.st_size)
     except OSError:
         return None
     finally:
-        os.close(fd)
+        posix.close(fd)
     header = _MAGIC + full + b"\0"
     if not data.startswith(header):
         return None
@@ -104,6 +111,8 @@ def load(kind: str, key: str, code=()):
 def store(kind: str, key: str, value, code=()) -> None:
     """Remember `value` (plain data: tuples, ints, bytes, str). Failing to
     store is never an error: the next launch just does the work again."""
+    import os
+
     directory = cache_dir()
     if directory is None:
         return
@@ -155,6 +164,8 @@ def _ours(name: str) -> bool:
 def prune(directory: str, now: float | None = None) -> int:
     """Remove what MAX_ENTRIES, MAX_AGE and _TMP_AGE say; only regular files
     of our names and owner, never through a link. Returns how many."""
+    import os
+
     import time
 
     now = time.time() if now is None else now
@@ -173,7 +184,7 @@ def prune(directory: str, now: float | None = None) -> int:
                     st = item.stat(follow_symlinks=False)
                 except OSError:
                     continue
-                if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+                if not lean.stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
                     continue
                 age = now - st.st_mtime
                 if item.name.endswith(".tmp"):
@@ -201,12 +212,14 @@ def problem(directory: str | None) -> str | None:
     for real, as a launch would: the directory is created if missing and a
     probe file written and removed. (`spt doctor` asks; a launch that cannot
     use the cache says nothing and does the full work.)"""
+    import os
+
     if directory is None:
         return "turned off (SPT_CACHE=0)"
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         st = os.stat(directory)
-        if not stat.S_ISDIR(st.st_mode):
+        if not lean.stat.S_ISDIR(st.st_mode):
             return "not a directory"
         if not _trusted(st):
             return ("not owned by uid %d, or writable by others: its entries are ignored"

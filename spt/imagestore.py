@@ -30,13 +30,10 @@ The store lives in the launch cache's directory (spt/cache.py), in
 or with SPT_SHARE=0, a launch copies its segments as Solo5's tender does.
 """
 
-from __future__ import annotations
-
-import os
-import stat
+import posix  # not os: the launch path's modules do without it (spt/lean.py)
 import zlib
 
-from spt import abi
+from spt import abi, lean
 
 SUBDIR = "images"
 # Bound on the files kept: each is one image's worth of pages; the least
@@ -59,6 +56,8 @@ def view(segments, stream) -> bytearray:
     """The guest's view of every segment's mapped pages, concatenated; read
     straight into place (one pass over the bytes), empty if the file is
     shorter than its segments say."""
+    import os
+
     fd = stream.fileno()
     data = bytearray(sum(mapped_len(seg) for seg in segments))  # zeros
     window = memoryview(data)
@@ -81,31 +80,31 @@ _DUMP_FILE_PRIVATE = 0x4
 def dump_mapped_pages() -> None:
     """Make this process's core dumps include the mapped image pages."""
     try:
-        fd = os.open("/proc/self/coredump_filter", os.O_RDWR | os.O_CLOEXEC)
+        fd = posix.open("/proc/self/coredump_filter", posix.O_RDWR | posix.O_CLOEXEC)
     except OSError:
         return  # no /proc: cores then hold the guest's written pages only
     try:
-        current = int(os.read(fd, 32).strip() or b"0", 16)
+        current = int(posix.read(fd, 32).strip() or b"0", 16)
         if not current & _DUMP_FILE_PRIVATE:
-            os.write(fd, b"%x" % (current | _DUMP_FILE_PRIVATE))
+            posix.write(fd, b"%x" % (current | _DUMP_FILE_PRIVATE))
     except (OSError, ValueError):
         pass
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
-def _trusted(st: os.stat_result) -> bool:
-    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+def _trusted(st) -> bool:
+    return st.st_uid == posix.geteuid() and not st.st_mode & (lean.stat.S_IWGRP | lean.stat.S_IWOTH)
 
 
 def store_dir() -> str | None:
     """Where the store's files live, or None if guests copy their images."""
     from spt import cache
 
-    if os.environ.get("SPT_SHARE") == "0":
+    if lean.getenv("SPT_SHARE") == "0":
         return None
     base = cache.cache_dir()
-    return os.path.join(base, SUBDIR) if base else None
+    return lean.join(base, SUBDIR) if base else None
 
 
 def publish(image, stream) -> int | None:
@@ -121,49 +120,51 @@ def publish(image, stream) -> int | None:
         size, crc = image.content
         layout = zlib.crc32(repr(tuple(tuple(seg[1:]) for seg in image.segments)).encode())
         name = "img-%d-%08x-%08x-%d" % (size, crc, layout, length)
-        found = _open_trusted(os.path.join(directory, name), length)
+        found = _open_trusted(lean.join(directory, name), length)
         if found is not None:
             return found
         data = view(image.segments, stream)
     else:
         data = view(image.segments, stream)
         name = "img-v%08x-%d" % (zlib.crc32(data), len(data))
-        found = _open_matching(os.path.join(directory, name), data)
+        found = _open_matching(lean.join(directory, name), data)
         if found is not None:
             return found
     if len(data) != length or not _write(directory, name, data):
         return None
     _prune(directory)
-    return _open_matching(os.path.join(directory, name), data)
+    return _open_matching(lean.join(directory, name), data)
 
 
 def _open_trusted(path: str, length: int) -> int | None:
     """An fd of the stored file at `path` if it is a read-only regular file
     of this user, `length` bytes long, that nobody else may write."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NOFOLLOW)
     except OSError:
         return None
     try:
-        st = os.fstat(fd)
-        if (stat.S_ISREG(st.st_mode) and _trusted(st) and not st.st_mode & stat.S_IWUSR
-                and st.st_size == length and _trusted_dir(os.path.dirname(path))):
-            os.utime(fd)  # most recently used: the last to be pruned
+        st = posix.fstat(fd)
+        if (lean.stat.S_ISREG(st.st_mode) and _trusted(st) and not st.st_mode & lean.stat.S_IWUSR
+                and st.st_size == length and _trusted_dir(lean.dirname(path))):
+            posix.utime(fd)  # most recently used: the last to be pruned
             return fd
     except OSError:
         pass
-    os.close(fd)
+    posix.close(fd)
     return None
 
 
 def _trusted_dir(directory: str) -> bool:
-    st = os.stat(directory, follow_symlinks=False)
-    return stat.S_ISDIR(st.st_mode) and _trusted(st)
+    st = posix.stat(directory, follow_symlinks=False)
+    return lean.stat.S_ISDIR(st.st_mode) and _trusted(st)
 
 
 def _open_matching(path: str, data: bytearray) -> int | None:
     """An fd of the stored file at `path`, if it is trusted and holds
     exactly `data`."""
+    import os
+
     fd = _open_trusted(path, len(data))
     if fd is not None:
         try:
@@ -177,6 +178,8 @@ def _open_matching(path: str, data: bytearray) -> int | None:
 
 def _same_bytes(fd: int, data: bytearray) -> bool:
     """Does the file at `fd` hold exactly `data`?"""
+    import os
+
     found = bytearray(len(data))
     window, at = memoryview(found), 0
     while at < len(found):
@@ -190,6 +193,8 @@ def _same_bytes(fd: int, data: bytearray) -> bool:
 def _write(directory: str, name: str, data: bytes | bytearray) -> bool:
     """Store `data` as `name`: written to a temporary file of its own
     (created exclusively, never through a link), made read-only, renamed."""
+    import os
+
     tmp = os.path.join(directory, ".%s.%d.%s.tmp" % (name, os.getpid(), os.urandom(4).hex()))
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -218,6 +223,8 @@ def _prune(directory: str) -> None:
     """Keep the MAX_FILES most recently used images, and no temporary file
     a killed launch left behind. Removing a name never touches a running
     guest: its mapping holds the file."""
+    import os
+
     import time
 
     stale_before = (time.time() - 3600) * 1e9

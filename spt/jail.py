@@ -22,14 +22,11 @@
 #                          `spt entrypoint` (the container is the rest) use
 #   --jail=off             nothing (a host without namespaces, file cores)
 
-from __future__ import annotations
+import posix  # not os: the launch path's modules do without it (spt/lean.py)
 
-import os
-import resource
-from collections import namedtuple
-
-from spt import plan
+from spt import lean, plan
 from spt.errors import SptError
+from spt.lean import Record
 
 MODES = ("auto", "limits", "off")
 
@@ -46,24 +43,14 @@ GUEST_ID_BASE = 0x7E000000
 PROC_USER_INIT_INO = 0xEFFFFFFD  # include/linux/proc_ns.h: the initial namespaces'
 PROC_PID_INIT_INO = 0xEFFFFFFC  # fixed inode numbers
 
-Jail = namedtuple("Jail", "jail uid gid rlimits")  # the LaunchPlan fields it fills
+
+class Jail(Record, fields="jail uid gid rlimits"):
+    """What the jail of a launch is: the LaunchPlan fields it fills."""
+
+    __slots__ = ()
+
+
 OFF = Jail(0, 0, 0, ())
-
-
-# Capabilities the launcher keeps in the bounding set for the trampoline
-# (linux/capability.h): CAP_SETPCAP to empty it there, the others for the
-# steps; what it does not keep, root's exec of the trampoline cannot give.
-CAP_SETGID, CAP_SETUID, CAP_SETPCAP, CAP_SYS_ADMIN = 6, 7, 8, 21
-
-
-def exec_capabilities(flags: int) -> tuple:
-    """The bounding set the trampoline is exec'd with, for these jail flags."""
-    caps = ()
-    if flags & (plan.JAIL_NAMESPACES | plan.JAIL_IDS):
-        caps = (CAP_SETPCAP, CAP_SETGID, CAP_SETUID)
-    if flags & plan.JAIL_NAMESPACES:
-        caps += (CAP_SYS_ADMIN,)
-    return caps
 
 
 def parse_mode(value: str) -> str:
@@ -115,9 +102,9 @@ def decide(mode: str, user: tuple[int, int] | None, keep_fds) -> Jail:
         if user is not None:
             raise SptError("--user needs the jail; it cannot go with --jail=off")
         return OFF
-    root = os.geteuid() == 0
+    root = posix.geteuid() == 0
     if user is not None and not root:
-        raise SptError("--user needs a launch as root (this one runs as uid %d)" % os.geteuid())
+        raise SptError("--user needs a launch as root (this one runs as uid %d)" % posix.geteuid())
     flags = plan.JAIL_LIMITS
     uid = gid = 0
     if mode == "auto" and root:
@@ -136,13 +123,13 @@ def default_ids() -> tuple[int, int]:
                            ("user", PROC_USER_INIT_INO, "user namespace (the per-guest uid "
                             "may not be mapped)")):
         try:
-            same = os.stat("/proc/self/ns/" + ns).st_ino == init
+            same = posix.stat("/proc/self/ns/" + ns).st_ino == init
         except OSError:
             same = False
         if not same:
             raise SptError("jail: this root launch is not in the host's %s: give the guest "
                            "its ids with --user=UID[:GID], or --jail=limits" % what)
-    return ids_for_pid(os.getpid())
+    return ids_for_pid(posix.getpid())
 
 
 def ids_for_pid(pid: int) -> tuple[int, int]:
@@ -163,23 +150,23 @@ def ids_for_pid(pid: int) -> tuple[int, int]:
 # operator's signals arrive), RLIMIT_RSS and RLIMIT_LOCKS (not enforced by
 # Linux), RLIMIT_RTTIME (with RLIMIT_RTPRIO 0 no real-time policy is set).
 ZERO_LIMITS = (
-    resource.RLIMIT_NPROC,  # no new processes or threads
-    resource.RLIMIT_MEMLOCK,  # no locked memory
-    resource.RLIMIT_MSGQUEUE,  # no POSIX message queue bytes
-    resource.RLIMIT_NICE,  # no raising the priority
-    resource.RLIMIT_RTPRIO,  # no real-time priority
+    lean.RLIMIT_NPROC,  # no new processes or threads
+    lean.RLIMIT_MEMLOCK,  # no locked memory
+    lean.RLIMIT_MSGQUEUE,  # no POSIX message queue bytes
+    lean.RLIMIT_NICE,  # no raising the priority
+    lean.RLIMIT_RTPRIO,  # no real-time priority
 )
 
 
 def rlimits(keep_fds) -> tuple:
     """(resource, soft, hard) triples: RLIMIT_NOFILE just above the guest's
     highest fd, the ZERO_LIMITS 0; never above the launcher's hard limit."""
-    wanted = [(resource.RLIMIT_NOFILE, max(keep_fds, default=2) + 1)]
+    wanted = [(lean.RLIMIT_NOFILE, max(keep_fds, default=2) + 1)]
     wanted += [(res, 0) for res in ZERO_LIMITS]
     out = []
-    for res, value in wanted:
-        hard = resource.getrlimit(res)[1]
-        if hard != resource.RLIM_INFINITY:
+    hard_limits = [hard for _soft, hard in lean.getrlimits(*(res for res, _ in wanted))]
+    for (res, value), hard in zip(wanted, hard_limits):
+        if hard != lean.RLIM_INFINITY:
             value = min(value, hard)
         out.append((res, value, value))
     return tuple(out)

@@ -13,23 +13,22 @@ Only `main()` catches broadly: every refusal is one line on stderr,
 path must start fast: it imports only what a launch needs.
 """
 
-from __future__ import annotations
-
-import os
+import posix  # not os: the launch path does without it (spt/lean.py)
 import sys
-from collections import namedtuple
 
-from spt import __version__, abi
+from spt import __version__, abi, lean
+from spt.devices.core import sanitize_fds
 from spt.errors import SptError
+from spt.lean import Record
+from spt.plan import (TRAMPOLINE, TRAMPOLINE_BASE, exec_trampoline, guest_cmdline,
+                      process_name, process_title)
+from spt.warmlaunch import StageTimer
 
 PROG = "solo5-spt"
-TRAMPOLINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libexec", "spt-trampoline")
-# The trampoline is linked here (native/Makefile); guest memory must stay below.
-TRAMPOLINE_BASE = 0x700000000000
 
 
-class Options(namedtuple("Options", "kernel args mem_mib x_exec_heap devices jail user debug",
-                         defaults=("auto", None, None))):
+class Options(Record, fields="kernel args mem_mib x_exec_heap devices jail user debug",
+              defaults=("auto", None, None)):
     """The parsed command line; `devices` maps (module, NAME) to its
     {setting: value}, in the order first given; `jail` and `user` are
     --jail and --user (spt/jail.py); `debug` is None or the
@@ -75,10 +74,9 @@ def usage() -> str:
 
 def parse_argv(argv: list[str]) -> Options:
     """Options before KERNEL, `--` ends them, the rest is the guest's."""
-    from spt.devices import core, options
-    from spt.manifest import valid_name
+    from spt.devices import core
 
-    flags = options()
+    flags = None  # the device options, read (importing every device module) once one is given
     mem_mib, x_exec_heap, devices = abi.DEFAULT_MEM_MIB, False, {}
     jail_mode, user = "auto", None
     debug = {}  # --gdb, --gdb-port, --dumpcore: spt.debug's, read only if given
@@ -113,6 +111,11 @@ def parse_argv(argv: list[str]) -> Options:
             debug[arg.partition("=")[0]] = arg
             continue
         flag, colon, rest = arg[2:].partition(":") if arg.startswith("--") else ("", "", "")
+        if colon and flags is None:
+            from spt.devices import options
+            from spt.manifest import valid_name
+
+            flags = options()
         if not colon or flag not in flags:
             raise SptError("Invalid option: `%s'" % arg, usage=True)
         module, opt = flags[flag]
@@ -196,67 +199,9 @@ def attach_devices(opts: Options, manifest) -> list:
 
 def _close_quietly(fd: int) -> None:
     try:
-        os.close(fd)
+        posix.close(fd)
     except OSError:
         pass
-
-
-def sanitize_fds(keep: set[int]) -> None:
-    """Close what the launcher inherited beyond stdio (except fds the options
-    name), so device fds get small numbers and RLIMIT_NOFILE is not spent on
-    strangers; and make sure 0-2 are open, so a device can never land on the
-    console's number."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
-    lo = 3
-    for fd in sorted(k for k in keep if k >= 3):
-        os.closerange(lo, fd)
-        lo = fd + 1
-    os.closerange(lo, _fd_limit())
-
-
-def _fd_limit() -> int:
-    import resource
-
-    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return min(soft if soft != resource.RLIM_INFINITY else 1 << 20, 1 << 20)
-
-
-def process_title(kernel: str) -> str:
-    """`spt:KERNEL`, in full (what `spt policy` names a launch)."""
-    return "spt:" + os.environ.get("SPT_NAME", os.path.basename(kernel))
-
-
-def process_name(kernel: str) -> str:
-    """`spt:KERNEL` as ps shows it (comm holds 15 bytes)."""
-    return process_title(kernel)[:15]
-
-
-class StageTimer:
-    """SPT_TIMING=1: one line on stderr before the exec with the
-    milliseconds each stage took. Off, it is never created: the launch path
-    then pays one environment lookup."""
-
-    def __init__(self):
-        import time
-
-        self._now = time.perf_counter
-        self._last = self._now()
-        self.stages: list[tuple[str, float]] = []
-
-    def mark(self, stage: str) -> None:
-        now = self._now()
-        self.stages.append((stage, (now - self._last) * 1000))
-        self._last = now
-
-    def report(self) -> None:
-        print("spt-timing: " + " ".join("%s=%.3f" % s for s in self.stages), file=sys.stderr)
 
 
 def _mark(timer, stage: str) -> None:
@@ -285,20 +230,10 @@ def check_launch(opts: Options, image) -> int:
     return mem_size
 
 
-def guest_cmdline(args: list[str]) -> str:
-    """ARGS joined as the guest reads them, refused if the ABI has no room
-    (counted in bytes). An argument that is not UTF-8 reached us decoded
-    with surrogateescape; os.fsencode gives the guest its very bytes."""
-    cmdline = " ".join(args)
-    if len(os.fsencode(cmdline)) > abi.CMDLINE_SIZE - 1:
-        raise SptError("Guest command line too long (max=%d characters)" % (abi.CMDLINE_SIZE - 1))
-    return cmdline
-
-
 def build_plan(opts: Options, stream, timer=None, image=None) -> tuple:
     """Image -> devices -> policy -> LaunchPlan (`image`: already loaded
     from `stream` by the caller). Returns (plan, attached devices)."""
-    from spt import image as image_mod, imagestore, jail, plan as plan_mod, policy
+    from spt import image as image_mod, plan as plan_mod, policy
     from spt.devices import core
 
     _mark(timer, "imports")
@@ -318,32 +253,8 @@ def build_plan(opts: Options, stream, timer=None, image=None) -> tuple:
     bpf = policy.bpf_for(attached)
     _mark(timer, "bpf")
 
-    # Segments come from the image store when it can hold them: every guest
-    # of one image then shares its unwritten pages (spt/imagestore.py).
-    segments_fd = imagestore.publish(image, stream)
-    if segments_fd is not None:
-        segments = plan_mod.mapped_segments(image.segments, imagestore.mapped_len)
-        imagestore.dump_mapped_pages()
-    else:
-        segments, segments_fd = plan_mod.copied_segments(image.segments), stream.fileno()
-
-    keep_fds = tuple(sorted({fd for dev in attached for fd in dev.fds}))  # ascending: plan.h
-    jailed = jail.decide(opts.jail, opts.user, keep_fds)
-    notify = os.environ.get("NOTIFY_SOCKET", "")
-    flags = plan_mod.FLAG_X_EXEC_HEAP if opts.x_exec_heap else 0
-    if os.environ.get("SPT_STOP_ON_TERM") == "1":
-        flags |= plan_mod.FLAG_STOP_ON_TERM
-    plan = plan_mod.LaunchPlan(
-        mem_size=mem_size, entry=image.entry, kernel_end=image.kernel_end,
-        segments=segments, manifest=manifest.pack(), cmdline=cmdline, bpf=bpf,
-        kernel_fd=segments_fd,
-        keep_fds=keep_fds,
-        watch=tuple(w for dev in attached for w in dev.watch),
-        epoll_fd=base.facts["epoll_fd"], timer_fd=base.facts["timer_fd"],
-        name=process_name(opts.kernel), flags=flags,
-        notify_addr=plan_mod.notify_sockaddr(notify) if notify else b"",
-        **jailed._asdict(),
-    )
+    plan = plan_mod.assemble(image, stream, attached, manifest.pack(), bpf, mem_size, cmdline,
+                             opts.kernel, opts.jail, opts.user, opts.x_exec_heap)
     return plan, attached
 
 
@@ -377,7 +288,7 @@ def start(opts: Options, timer=None, extra_flags: int = 0, before_exec=None) -> 
     plan, attached = build_plan(opts, stream, timer)
     if extra_flags:
         plan = plan._replace(flags=plan.flags | extra_flags)
-    dump = os.environ.get("SPT_PLAN_DUMP")
+    dump = lean.getenv("SPT_PLAN_DUMP")
     if dump:
         from spt import policy
 
@@ -411,48 +322,9 @@ def write_dump(path: str, plan, rules) -> None:
     write_atomic(path, json.dumps(doc, indent=1).encode())
 
 
-def exec_trampoline(plan, timer=None) -> None:
-    """Hand the plan to the trampoline: Python never runs again."""
-    import prctl
-
-    plan_fd = os.memfd_create("spt-plan", 0)  # inherited across exec, closed by the trampoline
-    data = plan.pack()
-    view = memoryview(data)
-    while view:
-        view = view[os.write(plan_fd, view):]
-    for fd in plan.keep_fds + (plan.kernel_fd,):
-        os.set_inheritable(fd, True)
-    # no_new_privs before exec: neither the trampoline nor the guest can gain
-    # privileges through exec, and the seccomp filter may then be installed
-    # without CAP_SYS_ADMIN.
-    prctl.set_no_new_privs(1)
-    # After exec only the jail needs capabilities (spt/jail.py). A bounding
-    # set of just those means a root launcher's exec yields no others (the
-    # trampoline empties the set and drops what it holds); without
-    # CAP_SETPCAP there is nothing here to shrink.
-    from spt.jail import exec_capabilities
-
-    try:
-        prctl.capbset.limit(*exec_capabilities(plan.jail))
-    except PermissionError:
-        pass
-    # The process name is the trampoline's to set: exec resets it to the
-    # executable's file name, so naming the process here would not last.
-    if timer is not None:
-        timer.mark("plan")
-        timer.report()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        os.execve(TRAMPOLINE, [plan.name, str(plan_fd)], {})
-    except OSError as exc:
-        raise SptError("cannot run the trampoline %s: %s (build it with `make`)"
-                       % (TRAMPOLINE, exc.strerror)) from None
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    timer = StageTimer() if os.environ.get("SPT_TIMING") == "1" else None
+    timer = StageTimer() if lean.getenv("SPT_TIMING") == "1" else None
     try:
         launch(argv, timer)
     except Usage:

@@ -1,5 +1,7 @@
 """The allow-list: policy data in `policies/`, rendered with the attached
-devices' facts and compiled by libseccomp (pyseccomp) into a BPF program.
+devices' facts into rules, and the BPF program a launch installs: compiled
+by libseccomp (spt/bpfcompile.py) or, remembered by the launch cache, proven
+to allow no more than the rules (spt/bpfcheck.py).
 
 The BPF is exported, never loaded from Python: the trampoline installs it
 as its last system call before the jump. `spt policy` prints the same
@@ -7,19 +9,22 @@ rendered rules and the same bytes, through the same functions, so the policy
 shown is the policy enforced.
 """
 
-from __future__ import annotations
+import posix  # not os: the launch path's modules do without it (spt/lean.py)
 
-import os
-from collections import namedtuple
-
+from spt import lean
 from spt.errors import SptError
+from spt.lean import Record
 
 def _policy_dir() -> str:
     """`policies/` of the source tree, or the copy an installed package
     carries (setup.py puts it in spt/policies)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    source_tree = os.path.join(os.path.dirname(here), "policies")
-    return source_tree if os.path.isdir(source_tree) else os.path.join(here, "policies")
+    here = lean.dirname(__file__)  # absolute: imported from absolute sys.path entries
+    source_tree = lean.join(lean.dirname(here), "policies")
+    try:
+        in_source_tree = lean.stat.S_ISDIR(posix.stat(source_tree).st_mode)
+    except OSError:
+        in_source_tree = False
+    return source_tree if in_source_tree else lean.join(here, "policies")
 
 
 # Only where the package is installed: no environment variable chooses the
@@ -59,7 +64,7 @@ class PolicyError(SptError):
     """A policy file does not parse or names an unknown placeholder."""
 
 
-class Condition(namedtuple("Condition", "arg index op value")):
+class Condition(Record, fields="arg index op value"):
     """`arg` (the argument's name; `index` its position) `op` `value`."""
 
     __slots__ = ()
@@ -68,7 +73,7 @@ class Condition(namedtuple("Condition", "arg index op value")):
         return "%s %s %d" % (self.arg, OPERATORS[self.op], self.value)
 
 
-class Rule(namedtuple("Rule", "syscall conditions reason source")):
+class Rule(Record, fields="syscall conditions reason source"):
     """Allow `syscall` when every condition holds; `source` is "core.policy:12"."""
 
     __slots__ = ()
@@ -80,12 +85,13 @@ class Rule(namedtuple("Rule", "syscall conditions reason source")):
 
 
 def read_policy(name: str, directory: str = POLICY_DIR) -> str:
-    path = os.path.join(directory, name + ".policy")
+    path = lean.join(directory, name + ".policy")
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        return lean.read_file(path).decode("utf-8")
     except OSError as exc:
         raise PolicyError("policy %s: %s" % (path, exc.strerror)) from None
+    except UnicodeDecodeError as exc:
+        raise PolicyError("policy %s: not UTF-8 (%s)" % (path, exc.reason)) from None
 
 
 def render(name: str, text: str, facts: dict, arch: str | None = None) -> list[Rule]:
@@ -222,9 +228,12 @@ def bpf_for(attached) -> bytes:
         bpf = _cached_program(entry, rules, bpfcheck)
         if bpf is not None:
             return bpf
-    bpf = compile_bpf(rules)
+    from spt import bpfcompile
+
+    bpf = bpfcompile.compile_bpf(rules)
     if provable:
-        cache.store("bpf", key, (bpf, toolchain(), libseccomp_version()), code)
+        cache.store("bpf", key, (bpf, bpfcompile.toolchain(), bpfcompile.libseccomp_version()),
+                    code)
     return bpf
 
 
@@ -262,99 +271,7 @@ def _cached_program(entry, rules, bpfcheck) -> bytes | None:
 
 def _file_stamp(path: str) -> tuple:
     try:
-        st = os.stat(path)
+        st = posix.stat(path)
     except OSError:
         return (path,)
     return (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def toolchain() -> tuple:
-    """Stamps of the files that compile a filter: pyseccomp and the
-    libseccomp shared object this process has loaded (from /proc/self/maps:
-    the file the dynamic loader really picked)."""
-    import pyseccomp
-
-    paths = [pyseccomp.__file__]
-    try:
-        with open("/proc/self/maps", "rb") as maps:
-            paths += sorted({os.fsdecode(line.split(None, 5)[5].strip()) for line in maps
-                             if b"/libseccomp.so" in line})
-    except (OSError, IndexError):
-        pass
-    return tuple(_file_stamp(path) for path in paths)
-
-
-def libseccomp_version() -> str:
-    """libseccomp's own idea of its version (seccomp_version(3))."""
-    import ctypes
-
-    import pyseccomp
-
-    class Version(ctypes.Structure):
-        _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
-
-    function = pyseccomp._libseccomp.seccomp_version
-    function.restype = ctypes.POINTER(Version)
-    version = function().contents
-    return "libseccomp %d.%d.%d" % (version.major, version.minor, version.micro)
-
-
-def hot_calls(rules) -> list[str]:
-    """The calls a guest makes once per I/O: those of the device policies
-    (every policy but core.policy), in the order the rules name them."""
-    calls: list[str] = []
-    for rule in rules:
-        if not rule.source.startswith("core.policy:") and rule.syscall not in calls:
-            calls.append(rule.syscall)
-    return calls
-
-
-def _filter(rules, hot_first: bool = True):
-    import pyseccomp as sc
-
-    f = sc.SyscallFilter(sc.KILL_PROCESS)
-    # Calls from another architecture (int $0x80 enters as i386) and x32
-    # numbers (bit 30 set) die too; libseccomp checks both before any rule.
-    f.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
-    ops = {"==": sc.EQ, "!=": sc.NE, "<=": sc.LE, "<": sc.LT, ">=": sc.GE, ">": sc.GT}
-    for rule in rules:
-        args = [sc.Arg(c.index, ops[c.op], c.value) for c in rule.conditions]
-        try:
-            f.add_rule(sc.ALLOW, rule.syscall, *args)
-        except (OSError, ValueError) as exc:
-            raise PolicyError("%s: libseccomp refused %s: %s" % (rule.source, rule.syscall, exc)) from None
-    # Order only, never what is allowed: libseccomp tests calls one after the
-    # other, those with the fewest argument checks first, which puts the I/O
-    # calls (three checks each) last. A device's calls are made once per
-    # sector or frame, the core's once per yield or not at all: test them
-    # first (docs/allowlist.md, "Rule order").
-    if hot_first:
-        for rank, call in enumerate(hot_calls(rules)):
-            f.syscall_priority(call, 255 - rank)
-    return f
-
-
-def _export(rules, method: str, hot_first: bool = True) -> bytes:
-    f = _filter(rules, hot_first)
-    fd = os.memfd_create("spt-filter", os.MFD_CLOEXEC)
-    try:
-        with os.fdopen(fd, "w+b", closefd=False) as out:
-            getattr(f, method)(out)
-        os.lseek(fd, 0, os.SEEK_SET)
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def compile_bpf(rules, hot_first: bool = True) -> bytes:
-    """The BPF program (struct sock_filter[]) the trampoline installs;
-    `hot_first=False` gives libseccomp's own order (for the bench)."""
-    return _export(rules, "export_bpf", hot_first)
-
-
-def compile_pfc(rules) -> str:
-    """libseccomp's pseudo-filter-code text for the same rules."""
-    return _export(rules, "export_pfc").decode()

@@ -15,7 +15,7 @@ import pytest
 
 from bench.bpf import instructions_run
 from conftest import SOLO5_SPT, guest_path, run
-from spt import arch, bpfcheck, policy
+from spt import arch, bpfcheck, bpfcompile, policy
 
 ALLOW, KILL = 0x7FFF0000, 0x80000000
 NUMBERS = arch.host().SYSCALLS
@@ -58,21 +58,21 @@ def compared_numbers(program: bytes) -> list[int]:
 
 @pytest.mark.parametrize("name", DEVICE_SETS)
 def test_the_device_calls_are_compared_first(name):
-    program = policy.compile_bpf(DEVICE_SETS[name])
-    hot = policy.hot_calls(DEVICE_SETS[name])
+    program = bpfcompile.compile_bpf(DEVICE_SETS[name])
+    hot = bpfcompile.hot_calls(DEVICE_SETS[name])
     assert compared_numbers(program)[:len(hot)] == [NUMBERS[c] for c in hot]
 
 
 def test_hot_calls_are_the_device_policies_calls_in_rule_order():
-    assert policy.hot_calls(DEVICE_SETS["block"]) == ["pread64", "pwrite64"]
-    assert policy.hot_calls(DEVICE_SETS["net"]) == ["read", "write"]
-    assert policy.hot_calls(DEVICE_SETS["block+net"]) == ["pread64", "pwrite64", "read", "write"]
-    assert policy.hot_calls(rules()) == []
+    assert bpfcompile.hot_calls(DEVICE_SETS["block"]) == ["pread64", "pwrite64"]
+    assert bpfcompile.hot_calls(DEVICE_SETS["net"]) == ["read", "write"]
+    assert bpfcompile.hot_calls(DEVICE_SETS["block+net"]) == ["pread64", "pwrite64", "read", "write"]
+    assert bpfcompile.hot_calls(rules()) == []
 
 
 def test_a_sector_transfer_runs_fewer_instructions_than_in_libseccomps_order():
     block = DEVICE_SETS["block"]
-    now, before = policy.compile_bpf(block), policy.compile_bpf(block, hot_first=False)
+    now, before = bpfcompile.compile_bpf(block), bpfcompile.compile_bpf(block, hot_first=False)
     assert len(now) == len(before)
     for call in ("pread64", "pwrite64"):
         args = (BLOCK["fd"], 0, BLOCK["sector_size"], 0)
@@ -100,8 +100,8 @@ def probes(facts_fd: int, sector: int, capacity: int):
 
 @pytest.mark.parametrize("name", DEVICE_SETS)
 def test_the_order_changes_no_verdict(name):
-    now = policy.compile_bpf(DEVICE_SETS[name])
-    before = policy.compile_bpf(DEVICE_SETS[name], hot_first=False)
+    now = bpfcompile.compile_bpf(DEVICE_SETS[name])
+    before = bpfcompile.compile_bpf(DEVICE_SETS[name], hot_first=False)
     assert now != before
     fd = NET["fd"] if name == "net" else BLOCK["fd"]
     verdicts = {ALLOW: 0, KILL: 0}
@@ -117,7 +117,7 @@ def test_the_order_changes_no_verdict(name):
 def test_the_cache_proof_accepts_the_new_shape(name):
     """A cached filter of this shape is still installed (spt/bpfcheck.py),
     and one that allows more than its rules is still refused."""
-    program = policy.compile_bpf(DEVICE_SETS[name])
+    program = bpfcompile.compile_bpf(DEVICE_SETS[name])
     assert bpfcheck.allows_only(program, DEVICE_SETS[name])
     assert not bpfcheck.allows_only(program, rules())
 

@@ -42,11 +42,44 @@ def test_launch_never_imports_the_operator_tool_stack(kernel_copy, tmp_path):
     for attempt in ("cache miss", "cache hit"):
         proc, names = imported_modules(["--mem=8", kernel_copy], {}, tmp_path / "cache")
         assert proc.returncode == 0, proc.stderr
-        assert "spt.launcher" in names
+        assert "spt.warmlaunch" in names
         for heavy in ("typer", "click", "rich", "pyroute2", "spt.tool", "spt.debug"):
             assert heavy not in names, (attempt, heavy)
     for heavy in ("json", "dataclasses", "inspect", "socket", "ctypes", "typing", "re"):
         assert heavy not in names, ("cache hit", heavy)
+
+
+# What a warm launch without devices does without (spt/lean.py,
+# spt/warmlaunch.py): the standard modules lean stands in for, python-prctl
+# (the trampoline sets no_new_privs and cuts its capabilities itself), and
+# every module of spt only other launches need.
+WARM_LAUNCH_DOES_WITHOUT = (
+    "os", "collections", "struct", "_struct", "resource", "stat", "zipfile", "prctl",
+    "elftools.elf.elffile", "pyseccomp", "spt.launcher", "spt.manifest", "spt.elfcheck",
+    "spt.bpfcompile", "spt.devices.block", "spt.devices.net", "spt.fileutil")
+
+
+@pytest.mark.parametrize("options", [[], ["--mem=8"], ["--mem=64", "--"]])
+def test_a_warm_launch_without_devices_imports_only_what_it_needs(kernel_copy, tmp_path,
+                                                                  options):
+    cache = tmp_path / "cache"
+    first, names = imported_modules([*options, kernel_copy, "a"], {}, cache)
+    assert first.returncode == 0 and "cmdline: 'a'" in first.stdout, first.stderr
+    assert "spt.launcher" in names  # the first launch of a kernel: the full path
+    proc, names = imported_modules([*options, kernel_copy, "b"], {}, cache)
+    assert proc.returncode == 0 and "cmdline: 'b'" in proc.stdout, proc.stderr
+    assert {"spt.warmlaunch", "spt.plan", "spt.bpfcheck", "spt.jail"} <= names
+    for module in WARM_LAUNCH_DOES_WITHOUT:
+        assert module not in names, module
+
+
+@pytest.mark.parametrize("options", [["--jail=limits"], ["--x-exec-heap"], ["--mem=08x"],
+                                     ["--mem=8", "--user=65534"]])
+def test_other_options_take_the_full_launcher(kernel_copy, tmp_path, options):
+    cache = tmp_path / "cache"
+    for _ in range(2):
+        proc, names = imported_modules([*options, kernel_copy], {}, cache)
+        assert "spt.launcher" in names, (options, proc.stderr)
 
 
 def test_second_launch_skips_pyelftools_and_libseccomp(kernel_copy, tmp_path):

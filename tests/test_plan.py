@@ -13,7 +13,7 @@ import pytest
 
 import elfcraft as ec
 from conftest import ROOT, guest_path, which
-from spt import abi, manifest, plan
+from spt import abi, manifest, manifestgen, plan
 from spt.image import PF_R, PF_W, PF_X, Segment
 
 PLAN_H = ROOT / "native" / "plan.h"
@@ -294,7 +294,7 @@ def test_manifest_from_json_matches_the_abi_layout():
     doc = {"type": "solo5.manifest", "version": 1,
            "devices": [{"name": "storage", "type": "BLOCK_BASIC"},
                        {"name": "service0", "type": "NET_BASIC"}]}
-    mft = manifest.from_json(json.dumps(doc))
+    mft = manifestgen.from_json(json.dumps(doc))
     assert mft.pack() == ec.build_manifest([("storage", 1), ("service0", 2)])
     assert manifest.parse(mft.pack()) == mft
     assert mft.to_json() == {"type": "solo5.manifest", "version": 1,
@@ -308,7 +308,7 @@ def test_manifest_from_json_matches_the_abi_layout():
 def test_generated_manifest_c_source_compiles_to_the_mft1_note(tmp_path, devices):
     mft = manifest.parse(ec.build_manifest(devices))
     gen = tmp_path / "mft.c"
-    gen.write_text(manifest.to_c_source(mft))
+    gen.write_text(manifestgen.to_c_source(mft))
     probe = ('#include <stdio.h>\n#include "%s"\n'
              "int main(void) {\n"
              "    const unsigned char *p = (const unsigned char *)&spt_mft1_note;\n"

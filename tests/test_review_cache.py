@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SOLO5_SPT, SPT, assert_refused, run
-from spt import bpfcheck, cache, policy
+from spt import bpfcheck, bpfcompile, cache, policy
 from spt.devices import Attached
 
 X86_64_GETPID = 39
@@ -60,10 +60,10 @@ def poison(cache_dir, attached, extra_rule="getpid  # planted"):
     rules = policy.rules_for(attached, texts) + policy.render("planted", extra_rule, {})
     before = entries(cache_dir, "bpf")
     cache.store("bpf", policy.cache_key(attached, texts),
-                (policy.compile_bpf(rules), policy.toolchain(), policy.libseccomp_version()),
+                (bpfcompile.compile_bpf(rules), bpfcompile.toolchain(), bpfcompile.libseccomp_version()),
                 (policy.__file__, bpfcheck.__file__))
     assert entries(cache_dir, "bpf") == before  # the very entry the launch reads
-    return policy.compile_bpf(policy.rules_for(attached, texts))
+    return bpfcompile.compile_bpf(policy.rules_for(attached, texts))
 
 
 def test_a_rewritten_filter_entry_is_not_installed(tmp_path, cache_dir, guest):
@@ -103,7 +103,7 @@ def test_spt_policy_refuses_to_show_rules_its_filter_does_not_enforce(tmp_path, 
     texts = policy.policy_texts(attached)
     fewer = [r for r in policy.rules_for(attached, texts) if r.syscall != "clock_gettime"]
     cache.store("bpf", policy.cache_key(attached, texts),
-                (policy.compile_bpf(fewer), policy.toolchain(), policy.libseccomp_version()),
+                (bpfcompile.compile_bpf(fewer), bpfcompile.toolchain(), bpfcompile.libseccomp_version()),
                 (policy.__file__, bpfcheck.__file__))
     proc = run([SPT, "policy", "--mem=8", kernel])
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
@@ -116,8 +116,8 @@ def test_an_entry_from_another_libseccomp_is_a_miss(tmp_path, cache_dir, guest):
     attached = core_attached(doc)
     texts = policy.policy_texts(attached)
     stamps = tuple(s[:-1] + (s[-1] + 1,) if "libseccomp" in s[0] else s
-                   for s in policy.toolchain())  # the .so changed since
-    assert stamps != policy.toolchain()
+                   for s in bpfcompile.toolchain())  # the .so changed since
+    assert stamps != bpfcompile.toolchain()
     cache.store("bpf", policy.cache_key(attached, texts),
                 (b"\x06\0\0\0\0\0\xff\x7f", stamps, "libseccomp 0.0.1"),  # "allow everything"
                 (policy.__file__, bpfcheck.__file__))
@@ -160,7 +160,7 @@ BLOCK = "pread64: fd == {fd} && count == 512 && offset <= {capacity} - 512\nexit
 ])
 def test_the_proof_accepts_what_the_rules_allow_and_nothing_more(compiled, checked, ok):
     facts = {"fd": 4, "capacity": 1 << 20}
-    program = policy.compile_bpf(rules(compiled, **facts))
+    program = bpfcompile.compile_bpf(rules(compiled, **facts))
     assert bpfcheck.allows_only(program, rules(checked, **facts)) is ok
 
 

@@ -578,7 +578,7 @@ def test_manifest_gen_builds_a_guest_that_inspects_and_launches_as_declared(
     made = spt("manifest", "gen", source, note)
     assert made.returncode == 0 and made.stdout == "" and made.stderr == "", made.stderr
     via_module = tmp_path / "module.c"
-    module = run([sys.executable, "-m", "spt.manifest", "gen", str(source), str(via_module)])
+    module = run([sys.executable, "-m", "spt.manifestgen", "gen", str(source), str(via_module)])
     assert module.returncode == 0, module.stderr
     assert note.read_bytes() == via_module.read_bytes()  # what the kit's build runs
 

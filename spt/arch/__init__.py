@@ -6,16 +6,14 @@ and never tests the architecture itself. The trampoline's counterpart is
 native/<name>/.
 """
 
-from __future__ import annotations
-
-import os
+import posix  # not os: the launch path's modules do without it (spt/lean.py)
 
 SUPPORTED = ("x86_64", "aarch64")
 
 
 def name() -> str:
     """The host's architecture as the kernel names it (`uname -m`)."""
-    return os.uname().machine
+    return posix.uname().machine
 
 
 def facts(arch: str):

@@ -349,15 +349,14 @@ def libseccomp_version() -> tuple | None:
 
 def core_policy_instructions() -> int | str:
     """Compile core.policy with the fd numbers of a device-less launch."""
-    from spt import policy
-    from spt.errors import SptError
-
+    from spt import bpfcompile, policy
     from spt.devices.core import CONSOLE_FD
+    from spt.errors import SptError
 
     facts = {"console_fd": CONSOLE_FD, "epoll_fd": 4, "timer_fd": 5}
     try:
         rules = policy.render("core", policy.read_policy("core"), facts)
-        return len(policy.compile_bpf(rules)) // 8
+        return len(bpfcompile.compile_bpf(rules)) // 8
     except (SptError, ImportError, OSError, RuntimeError, ValueError) as exc:
         return str(exc) or type(exc).__name__
 

@@ -23,9 +23,9 @@ manifest_app = SptTyper(
 def read_manifest(json_path: str):
     """The checked manifest declared in `json_path`, with the note bytes it
     becomes parsed back by the launcher's parser."""
-    from spt import manifest
+    from spt import manifest, manifestgen
 
-    declared = manifest.read_json(json_path)
+    declared = manifestgen.read_json(json_path)
     try:
         parsed = manifest.parse(declared.pack())
     except manifest.ManifestError as exc:
@@ -56,7 +56,7 @@ def gen(
 
     The guest kit's build runs this. OUT.c is written atomically, and not at
     all if the manifest is invalid."""
-    from spt.manifest import write_c_source
+    from spt.manifestgen import write_c_source
 
     write_c_source(manifest_json, out_c)
 

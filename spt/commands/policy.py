@@ -166,7 +166,7 @@ def check_enforced(doc: dict) -> None:
     launcher proves a cached filter allows no more than its rules (spt/
     bpfcheck.py); one that allows less (a cache entry spt did not write)
     passes that proof, and is caught here, before any view shows rules."""
-    from spt.policy import compile_bpf
+    from spt.bpfcompile import compile_bpf
 
     if compile_bpf(rules_from(doc)) != bpf_bytes(doc):
         from spt.cache import cache_dir
@@ -179,7 +179,7 @@ def check_enforced(doc: dict) -> None:
 def pfc_text(doc: dict) -> str:
     """libseccomp's text form of the dump's rules (check_enforced has
     compared them with the very bytes the launcher reported)."""
-    from spt.policy import compile_pfc
+    from spt.bpfcompile import compile_pfc
 
     return compile_pfc(rules_from(doc))
 

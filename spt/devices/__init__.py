@@ -13,14 +13,12 @@ open) and `check(settings)` (what can be verified without attaching, for
 `spt unit check`).
 """
 
-from __future__ import annotations
-
-from collections import namedtuple
+from spt.lean import Record
 
 
 
-class Option(namedtuple("Option", "flag key parse metavar help required host",
-                        defaults=(False, None))):
+class Option(Record, fields="flag key parse metavar help required host",
+             defaults=(False, None)):
     """A device option `--FLAG:NAME=VALUE`: `parse(NAME, VALUE)` turns VALUE
     into the setting `key` (raising SptError with the operator's message);
     `required` marks the option that attaches the device; `host` says what
@@ -31,7 +29,7 @@ class Option(namedtuple("Option", "flag key parse metavar help required host",
     __slots__ = ()
 
 
-class Attached(namedtuple("Attached", "entry fds facts policy watch", defaults=("", ()))):
+class Attached(Record, fields="entry fds facts policy watch", defaults=("", ())):
     """A device opened for the guest, as plain facts: `entry` the manifest
     entry (attached, with the device's facts), `fds` the fds the guest keeps,
     `facts` the placeholders of its policy fragment `policies/<policy>.policy`,
