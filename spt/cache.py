@@ -2,7 +2,7 @@
 
 Two things are expensive on the launch path and fully determined by inputs
 that are cheap to check: the checked `Image` (pyelftools, every ABI rule),
-keyed by the kernel's size and a CRC-32 of all its bytes (not the file's
+keyed by the kernel's size and a checksum of all its bytes (not the file's
 identity: a write through a shared mapping changes neither mtime nor
 ctime), and the BPF program, keyed by the exact policy texts and the device
 facts rendered into them. A hit skips importing pyelftools and libseccomp;
@@ -23,11 +23,10 @@ the cache in each setting: docs/security.md, "5. Cache trust").
 
 import marshal
 import posix  # not os: the launch path's modules do without it (spt/lean.py)
-import zlib
 
 from spt import __version__, lean
 
-_MAGIC = b"spt-cache-1\n"
+_MAGIC = b"spt-cache-2\n"
 
 
 def cache_dir() -> str | None:
@@ -58,7 +57,7 @@ def _trusted(st) -> bool:
 
 
 def _path(directory: str, kind: str, key: bytes) -> str:
-    return lean.join(directory, "%s-%08x" % (kind, zlib.crc32(key)))
+    return lean.join(directory, "%s-%016x" % (kind, lean.checksum(key)))
 
 
 def _full_key(kind: str, key: str, code) -> bytes:
@@ -84,7 +83,8 @@ def load(kind: str, key: str, code=()):
     try:
         if not _trusted(posix.stat(directory)):
             return None
-        fd = posix.open(_path(directory, kind, full), posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NOFOLLOW)
+        fd = posix.open(_path(directory, kind, full),
+                        posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NOFOLLOW)
     except OSError:
         return None
     try:
@@ -100,10 +100,10 @@ def load(kind: str, key: str, code=()):
     if not data.startswith(header):
         return None
     body = data[len(header):]
-    if len(body) < 4 or zlib.crc32(body[4:]) != int.from_bytes(body[:4], "little"):
+    if len(body) < 8 or lean.checksum(body[8:]) != int.from_bytes(body[:8], "little"):
         return None  # torn or corrupt: recompute
     try:
-        return marshal.loads(body[4:])
+        return marshal.loads(body[8:])
     except (EOFError, ValueError, TypeError):
         return None
 
@@ -118,7 +118,7 @@ def store(kind: str, key: str, value, code=()) -> None:
         return
     full = _full_key(kind, key, code)
     payload = marshal.dumps(value)
-    data = _MAGIC + full + b"\0" + zlib.crc32(payload).to_bytes(4, "little") + payload
+    data = _MAGIC + full + b"\0" + lean.checksum(payload).to_bytes(8, "little") + payload
     path = _path(directory, kind, full)
     tmp = "%s.%d.tmp" % (path, os.getpid())
     try:
@@ -151,13 +151,13 @@ _KINDS = ("image-", "bpf-")
 
 
 def _ours(name: str) -> bool:
-    """image-XXXXXXXX, bpf-XXXXXXXX, or one of their temporary files."""
+    """image-, bpf- and 16 hex digits, or one of their temporary files."""
     kind = next((k for k in _KINDS if name.startswith(k)), None)
     if kind is None:
         return False
     stem, _dot, rest = name[len(kind):].partition(".")
     digits = "0123456789abcdef"
-    return (len(stem) == 8 and all(c in digits for c in stem)
+    return (len(stem) == 16 and all(c in digits for c in stem)
             and (not rest or (rest.endswith(".tmp") and rest[:-4].isdigit())))
 
 

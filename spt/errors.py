@@ -1,14 +1,6 @@
-"""The one error type that reaches `main()`.
+"""The one error type that reaches `main()`: `SptError` (defined in the
+package itself, spt/__init__.py, so that a launch loads no module for it)."""
 
-Every stage raises `SptError` with a message an operator can act on; only the
-command-line entry points catch it (and only they catch broadly), print
-`solo5-spt: MESSAGE` and exit 1.
-"""
+from spt import SptError
 
-
-class SptError(Exception):
-    """A refusal to launch, with a one-line message for the operator."""
-
-    def __init__(self, message: str, *, usage: bool = False):
-        super().__init__(message)
-        self.usage = usage  # print the usage text after the message
+__all__ = ["SptError"]

@@ -15,8 +15,7 @@ an `ImageError` naming the file and, where it is the ELF's, Solo5's words
 
 import posix  # not os: the launch path's modules do without it (spt/lean.py)
 
-from spt import abi, lean
-from spt.errors import SptError
+from spt import SptError, abi, lean
 from spt.lean import Record
 
 PF_X, PF_W, PF_R = 1, 2, 4
@@ -48,8 +47,9 @@ class Image(Record, fields="path entry segments kernel_end abi_target abi_versio
                           "content", defaults=(None,)):
     """A checked unikernel: entry point, segments, the highest segment end,
     its ABI note and its manifest (a spt.manifest.Manifest; from `recall`,
-    its packed bytes); `content` is (size, CRC-32 of every byte) where the
-    launch cache read them, else None. Nothing is mapped yet."""
+    its packed bytes); `content` is (size, checksum of every byte: see
+    `content_key`) where the launch cache read them, else None. Nothing is
+    mapped yet."""
 
     __slots__ = ()
 
@@ -76,9 +76,9 @@ def load_cached(path: str, stream) -> Image:
     every check are remembered, and a remembered layout is checked again
     (`check_layout`) before it is used.
 
-    The key is the file's size and a CRC-32 of all its bytes, not its
+    The key is the file's size and a checksum of all its bytes, not its
     identity: a write through a shared mapping changes the file without
-    touching mtime or ctime. (CRC-32 guards against a stale entry, not a
+    touching mtime or ctime. (The checksum guards against a stale entry, not a
     forged one: whoever could forge a collision can write the entry itself,
     which is why the layout is checked again.) Reading and summing the whole
     file costs about 0.7 ms per MiB."""
@@ -92,7 +92,7 @@ def load_cached(path: str, stream) -> Image:
         except SptError:
             pass  # an entry spt did not write: check the file
     image = load(path, stream)
-    cache.store("image", "%d:%08x" % image_content, (
+    cache.store("image", cache_key(image_content), (
         image.entry, image.kernel_end, image.abi_target, image.abi_version,
         tuple(tuple(s) for s in image.segments), image.manifest.pack()), _CACHE_CODE)
     return image._replace(content=image_content)
@@ -112,7 +112,7 @@ def recall(path: str, stream, content: tuple[int, int] | None = None) -> Image |
     from spt import cache
 
     size, crc = content or content_key(stream.fileno())
-    plain = cache.load("image", "%d:%08x" % (size, crc), _CACHE_CODE)
+    plain = cache.load("image", cache_key((size, crc)), _CACHE_CODE)
     if plain is None:
         return None
     try:
@@ -129,16 +129,21 @@ def recall(path: str, stream, content: tuple[int, int] | None = None) -> Image |
 
 
 def content_key(fd: int, chunk: int = 1 << 20) -> tuple[int, int]:
-    """(size, CRC-32 of every byte) of the open file."""
-    import zlib
-
-    size, crc, offset = posix.fstat(fd).st_size, 0, 0
+    """(size, checksum of every byte) of the open file: each MiB checksummed
+    as it is read (spt/lean.py's `checksum`), then the list of those."""
+    size, offset, sums = posix.fstat(fd).st_size, 0, []
     while offset < size:
         data = posix.pread(fd, min(chunk, size - offset), offset)
         if not data:
             break
-        crc, offset = zlib.crc32(data, crc), offset + len(data)
-    return offset, crc
+        sums.append(lean.checksum(data).to_bytes(8, "little"))
+        offset += len(data)
+    return offset, lean.checksum(b"".join(sums))
+
+
+def cache_key(content: tuple[int, int]) -> str:
+    """The launch cache's key of a kernel of `content` (see `content_key`)."""
+    return "%d:%016x" % content
 
 
 def check_layout(image: Image, file_size: int) -> None:

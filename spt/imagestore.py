@@ -14,14 +14,14 @@ again: a running guest sees no byte change and takes no SIGBUS whatever
 happens to the original.
 
 Its name says what it holds. A launch that knows the unikernel's content
-key (size and CRC-32 of every byte, which the launch cache computes on every
+key (size and checksum of every byte, which the launch cache computes on every
 launch: spt/image.py) names the file by that key and the segments' layout,
 and uses a stored file of that name if it is a regular file of this user,
 read-only, of the right size, in a directory of the same kind, without
 reading it: the trust the launch cache gives its image entries. Whoever
 could change such a file could change the cache, and ptrace the guest; and
 what it holds is guest code, which the filter confines whatever it is.
-Without a content key (an uncached image) the name is a CRC-32 of the view
+Without a content key (an uncached image) the name is a checksum of the view
 itself, and a stored file is used only if its bytes equal the view built
 for this launch.
 
@@ -31,7 +31,6 @@ or with SPT_SHARE=0, a launch copies its segments as Solo5's tender does.
 """
 
 import posix  # not os: the launch path's modules do without it (spt/lean.py)
-import zlib
 
 from spt import abi, lean
 
@@ -118,15 +117,15 @@ def publish(image, stream) -> int | None:
     length = sum(mapped_len(seg) for seg in image.segments)
     if image.content is not None:
         size, crc = image.content
-        layout = zlib.crc32(repr(tuple(tuple(seg[1:]) for seg in image.segments)).encode())
-        name = "img-%d-%08x-%08x-%d" % (size, crc, layout, length)
+        layout = lean.checksum(repr(tuple(tuple(seg[1:]) for seg in image.segments)).encode())
+        name = "img-%d-%016x-%016x-%d" % (size, crc, layout, length)
         found = _open_trusted(lean.join(directory, name), length)
         if found is not None:
             return found
         data = view(image.segments, stream)
     else:
         data = view(image.segments, stream)
-        name = "img-v%08x-%d" % (zlib.crc32(data), len(data))
+        name = "img-v%016x-%d" % (lean.checksum(data), len(data))
         found = _open_matching(lean.join(directory, name), data)
         if found is not None:
             return found

@@ -24,8 +24,7 @@
 
 import posix  # not os: the launch path's modules do without it (spt/lean.py)
 
-from spt import lean, plan
-from spt.errors import SptError
+from spt import SptError, lean, plan
 from spt.lean import Record
 
 MODES = ("auto", "limits", "off")

@@ -16,9 +16,8 @@ path must start fast: it imports only what a launch needs.
 import posix  # not os: the launch path does without it (spt/lean.py)
 import sys
 
-from spt import __version__, abi, lean
+from spt import __version__, SptError, abi, lean
 from spt.devices.core import sanitize_fds
-from spt.errors import SptError
 from spt.lean import Record
 from spt.plan import (TRAMPOLINE, TRAMPOLINE_BASE, exec_trampoline, guest_cmdline,
                       process_name, process_title)

@@ -1,12 +1,13 @@
 """The launch path's stand-ins for os, collections and struct.
 
 A warm launch is measured against the bare interpreter (`python -I -S -c
-pass`, about 6.5 ms on a 2-core host; docs/benchmarks.md), and three
-standard modules would cost it a sixth of that between them: `os` (1 ms: its
-environment mapping and the collections ABCs under it), `collections` (1.3
-ms with operator, keyword and reprlib) and `struct` (0.2 ms: a C extension
-to load), and `resource` another 0.15 ms. The modules of the launch path
-use what is built into the interpreter instead, through this module:
+pass`, about 6.5 ms on a 2-core host; docs/benchmarks.md), and the standard
+modules it would otherwise import cost more than a third of that: `os` (1
+ms: its environment mapping and the collections ABCs under it),
+`collections` (1.3 ms with operator, keyword and reprlib), `zlib` (0.3 ms: a
+C extension and libz to load), `struct` and `resource` (0.2 and 0.15 ms).
+The modules of the launch path use what is built into the interpreter
+instead, through this module:
 
 - `posix`, the C module under os: its functions are os's own (`os.open is
   posix.open`). From here: the environment by name (`getenv`), file names
@@ -18,6 +19,9 @@ use what is built into the interpreter instead, through this module:
   namedtuple's fields are made of.
 - `Layout`: the little-endian C layouts the plan, the manifest and BPF use,
   with struct.Struct's `format`, `size`, `pack` and `unpack_from`.
+- `checksum`: a 64-bit SipHash of bytes, the one the interpreter computes
+  for hash-based .pyc files (`_imp.source_hash`, PEP 552), where zlib's
+  crc32 would have served: as fast, and built in.
 
 tests/test_lean.py holds each to the standard module it stands in for, and
 tests/test_launch_path.py checks that a warm launch imports none of them.
@@ -25,6 +29,7 @@ Code off the launch path (the tool, a cache miss's full checks) uses the
 standard modules.
 """
 
+import _imp
 import _stat as stat  # noqa: F401  (the C module under stat: its functions and constants)
 import posix
 import sys
@@ -80,6 +85,20 @@ def dirname(path: str) -> str:
 DEVNULL = "/dev/null"
 
 
+# The key of `checksum`: any fixed number (the ASCII of "spt-sum1"); a change
+# of it changes every name and key the launch cache computes, as a new spt
+# release does.
+_CHECKSUM_KEY = 0x7370742D73756D31
+
+
+def checksum(data) -> int:
+    """A 64-bit checksum of bytes-like `data`: SipHash-1-3 keyed with
+    _CHECKSUM_KEY (`_imp.source_hash`, which the import system uses for
+    hash-based .pyc files). It guards against accidental change, as CRC-32
+    would, not against a forger (who could write a cache entry outright)."""
+    return int.from_bytes(_imp.source_hash(_CHECKSUM_KEY, data), "little")
+
+
 # Resource numbers of linux/resource.h (asm-generic: x86_64 and aarch64
 # alike); tests/test_lean.py holds them to the resource module's.
 RLIMIT_NPROC, RLIMIT_NOFILE, RLIMIT_MEMLOCK, RLIMIT_AS = 6, 7, 8, 9
@@ -119,31 +138,41 @@ def _limit(column: bytes) -> int:
 
 # collections.namedtuple
 
-class Record(tuple):
+class _RecordType(type):
+    """Makes a record class in one step: its fields' getters go into the
+    class namespace before the class exists (cheaper than adding them after,
+    which a launch would pay for a dozen classes)."""
+
+    def __new__(mcls, name, bases, namespace, fields: str = "", defaults=()):
+        if fields:
+            names, defaults = tuple(fields.split()), tuple(defaults)
+            if len(defaults) > len(names):
+                raise TypeError("got more default values than field names")
+            namespace.update(_fields=names, _defaults=defaults, __match_args__=names,
+                             _field_defaults=dict(zip(names[len(names) - len(defaults):],
+                                                      defaults)))
+            for index, field in enumerate(names):
+                namespace[field] = _tuplegetter(index, "Field %d: %s" % (index, field))
+        return super().__new__(mcls, name, bases, namespace)
+
+    def __init__(cls, name, bases, namespace, **_fields_and_defaults):
+        super().__init__(name, bases, namespace)
+
+
+class Record(tuple, metaclass=_RecordType):
     """A record class names its fields where it is defined:
 
         class Segment(Record, fields="index offset vaddr", defaults=(0,)):
             __slots__ = ()
 
-    (`defaults` fill the last fields). One class per record, made by the
-    class statement: namedtuple makes two, and evals source for each."""
+    (`defaults` fill the last fields; a subclass without `fields` keeps its
+    parent's). One class per record, made by the class statement: namedtuple
+    makes two, and evals source for each."""
 
     __slots__ = ()
     _fields: tuple = ()
     _defaults: tuple = ()
     _field_defaults: dict = {}
-
-    def __init_subclass__(cls, fields: str = "", defaults=(), **kwargs):
-        super().__init_subclass__(**kwargs)
-        if not fields:
-            return  # a subclass of a record class: the same fields
-        names, defaults = tuple(fields.split()), tuple(defaults)
-        if len(defaults) > len(names):
-            raise TypeError("got more default values than field names")
-        cls._fields, cls._defaults, cls.__match_args__ = names, defaults, names
-        cls._field_defaults = dict(zip(names[len(names) - len(defaults):], defaults))
-        for index, name in enumerate(names):
-            setattr(cls, name, _tuplegetter(index, "Field %d: %s" % (index, name)))
 
     def __new__(cls, *args, **kwargs):
         fields = cls._fields

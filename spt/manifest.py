@@ -6,9 +6,8 @@ writes the attached copy at boot), `spt inspect` and `spt manifest gen`
 note), so the kit and the launcher agree on the layout by construction.
 """
 
-from spt import abi
+from spt import SptError, abi
 from spt.lean import Layout
-from spt.errors import SptError
 from spt.lean import Record
 
 # u32 version; u32 entries

@@ -8,8 +8,7 @@ builds it, and tests/test_plan.py compares both sides field by field.
 import posix  # not os: the launch path's modules do without it (spt/lean.py)
 import sys
 
-from spt import abi, lean
-from spt.errors import SptError
+from spt import SptError, abi, lean
 from spt.image import PF_R, PF_W, PF_X
 from spt.lean import Layout, Record, fsencode
 

@@ -11,8 +11,7 @@ shown is the policy enforced.
 
 import posix  # not os: the launch path's modules do without it (spt/lean.py)
 
-from spt import lean
-from spt.errors import SptError
+from spt import SptError, lean
 from spt.lean import Record
 
 def _policy_dir() -> str:
@@ -55,8 +54,11 @@ OPERATORS = {"==": "is", "!=": "is not", "<=": "is at most", "<": "is below",
 #   CALL, ARG := [a-z0-9_]+     ARCH := x86_64 | aarch64 (a rule of those only)
 #   COND := ARG OP EXPR     OP := == != <= >= < >     EXPR := TERM (("+"|"-") TERM)*
 #   TERM := {placeholder} | 0x<hex digits> | <decimal digits>
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
-_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+# Character sets as strings, for str.strip: a word is made of a set's
+# characters alone when stripping them leaves nothing.
+_NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
+_PLACEHOLDER_CHARS = "abcdefghijklmnopqrstuvwxyz_"
+_HEX_DIGITS = "0123456789abcdefABCDEF"
 _ARG_INDEX_NAMES = ("arg0", "arg1", "arg2", "arg3", "arg4", "arg5")
 
 
@@ -143,14 +145,12 @@ def render(name: str, text: str, facts: dict, arch: str | None = None) -> list[R
 
 
 def _is_name(word: str) -> bool:
-    return bool(word) and all(c in _NAME_CHARS for c in word)
+    return bool(word) and not word.strip(_NAME_CHARS)
 
 
 def _split_condition(part: str):
     """(arg, op, expr) of `ARG OP EXPR`, or (None, None, None)."""
-    end = 0
-    while end < len(part) and part[end] in _NAME_CHARS:
-        end += 1
+    end = len(part) - len(part.lstrip(_NAME_CHARS))
     arg, rest = part[:end], part[end:].lstrip()
     op = rest[:2] if rest[:2] in ("==", "!=", "<=", ">=") else rest[:1] if rest[:1] in "<>" else ""
     expr = rest[len(op):].strip()
@@ -161,26 +161,21 @@ def _split_condition(part: str):
 
 def _evaluate(expr: str, facts: dict, where: str) -> int:
     """A number, a {placeholder}, or a sum/difference of them."""
-    tokens, term = [], []
-    for c in expr.strip():
-        if c in "+-":
-            tokens += ["".join(term).strip(), c]
-            term = []
-        else:
-            term.append(c)
-    tokens.append("".join(term).strip())
+    # terms and the signs between them, in order ("\0" is in no term)
+    tokens = [t.strip() for t in
+              expr.strip().replace("+", "\0+\0").replace("-", "\0-\0").split("\0")]
     total, sign = 0, 1
     for token in tokens:
         if token in ("+", "-"):
             sign = 1 if token == "+" else -1
             continue
-        if token.startswith("{") and token.endswith("}") and len(token) > 2 and all(
-                c in _NAME_CHARS and not c.isdigit() for c in token[1:-1]):
+        if (token.startswith("{") and token.endswith("}") and len(token) > 2
+                and not token[1:-1].strip(_PLACEHOLDER_CHARS)):
             key = token[1:-1]
             if key not in facts:
                 raise PolicyError("%s: unknown placeholder {%s}" % (where, key))
             value = int(facts[key])
-        elif token.startswith("0x") and len(token) > 2 and all(c in _HEX_DIGITS for c in token[2:]):
+        elif token.startswith("0x") and len(token) > 2 and not token[2:].strip(_HEX_DIGITS):
             value = int(token, 16)
         elif token.isdecimal():
             value = int(token)  # "010" is ten

@@ -218,9 +218,9 @@ def test_a_forged_image_entry_cannot_make_a_segment_writable_and_executable(tmp_
     assert launch("--mem=8", kernel).returncode == 0
     with open(kernel, "rb") as f:
         good = image.load(str(kernel), f)
-        size, crc = image.content_key(f.fileno())
+        content = image.content_key(f.fileno())
     segments = tuple(tuple(s._replace(flags=7)) for s in good.segments)  # rwx
-    cache.store("image", "%d:%08x" % (size, crc),
+    cache.store("image", image.cache_key(content),
                 (good.entry, good.kernel_end, good.abi_target, good.abi_version, segments,
                  good.manifest.pack()), (image.__file__, manifest.__file__, abi.__file__))
     out = tmp_path / "plan.json"
@@ -237,22 +237,22 @@ def test_a_forged_image_entry_cannot_make_a_segment_writable_and_executable(tmp_
 def test_a_store_prunes_old_and_excess_entries_and_nothing_else(tmp_path, cache_dir, guest):
     cache_dir.mkdir(mode=0o700)
     now = __import__("time").time()
-    names = ["image-%08x" % i for i in range(300)]
-    for age, name in enumerate(reversed(names)):  # image-00000000 is the oldest
+    names = ["image-%016x" % i for i in range(300)]
+    for age, name in enumerate(reversed(names)):  # image-000...0 is the oldest
         path = cache_dir / name
         path.write_bytes(b"x")
         os.utime(path, (now - 60 - age, now - 60 - age))
-    expired = cache_dir / "bpf-0000ffff"
+    expired = cache_dir / "bpf-000000000000ffff"
     expired.write_bytes(b"x")
     os.utime(expired, (now - 31 * 86400,) * 2)
-    leftover = cache_dir / "bpf-0000eeee.4242.tmp"
+    leftover = cache_dir / "bpf-000000000000eeee.4242.tmp"
     leftover.write_bytes(b"x")
     os.utime(leftover, (now - 7200,) * 2)
     foreign = cache_dir / "notes.txt"
     foreign.write_text("mine")
     outside = tmp_path / "outside"
     outside.write_text("keep")
-    (cache_dir / "bpf-0000dddd").symlink_to(outside)
+    (cache_dir / "bpf-000000000000dddd").symlink_to(outside)
     kernel = tmp_path / "hello.spt"
     shutil.copy(guest("hello"), kernel)
     assert launch("--mem=8", kernel).returncode == 0  # a miss: it stores, then prunes
@@ -262,7 +262,7 @@ def test_a_store_prunes_old_and_excess_entries_and_nothing_else(tmp_path, cache_
     assert names[-1] in left and names[0] not in left  # the newest stay, the oldest go
     assert sum(n.startswith("bpf-") for n in ours) == 1  # the launch's own filter entry
     assert expired.name not in left and leftover.name not in left
-    assert foreign.exists() and (cache_dir / "bpf-0000dddd").is_symlink()
+    assert foreign.exists() and (cache_dir / "bpf-000000000000dddd").is_symlink()
     assert outside.read_text() == "keep"
 
 

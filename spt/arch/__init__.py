@@ -23,7 +23,7 @@ def facts(arch: str):
     elif arch == "aarch64":
         from spt.arch import aarch64 as mod
     else:
-        from spt.errors import SptError
+        from spt import SptError
 
         raise SptError("this host's architecture %r is not supported (spt runs on %s)"
                        % (arch, ", ".join(SUPPORTED)))

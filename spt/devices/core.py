@@ -7,9 +7,8 @@ is `policies/core.policy`.
 
 import posix  # not os: the launch path's modules do without it (spt/lean.py)
 
-from spt import abi, lean
+from spt import SptError, abi, lean
 from spt.devices import Attached
-from spt.errors import SptError
 
 POLICY = "core"
 CONSOLE_FD = 1
