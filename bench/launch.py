@@ -10,6 +10,8 @@ Series:
   spt timed      SPT_TIMING=1 (stage breakdown on stderr), cache warm
   spt cold timed SPT_TIMING=1 and SPT_CACHE=0
   floor          the launcher's interpreter, `-I -S -c pass`
+  floor, no exit the same, leaving by posix._exit: the interpreter's start
+                 alone (a launch execs; it never tears the interpreter down)
   entry          the same interpreter, with the same flags, running what the
                  solo5-spt script runs before main() (its sys.path, then
                  `from spt.warmlaunch import main`), then posix._exit (no
@@ -88,6 +90,7 @@ def _series(ctx: Context, hello: str) -> dict[str, tuple[list[str], dict]]:
         "spt timed": (ctx.spt.argv(hello, GUEST_ARG), dict(env, SPT_TIMING="1")),
         "spt cold timed": (ctx.spt.argv(hello, GUEST_ARG), dict(cold, SPT_TIMING="1")),
         "floor": (ctx.floor_argv(), env),
+        "floor, no exit": (ctx.floor_argv("import posix\nposix._exit(0)"), env),
         # posix._exit: a launch never tears the interpreter down (it execs),
         # so neither may its stand-in, or the teardown would count as start-up.
         "entry": (ctx.floor_argv(entry_code(ctx.spt.path)), env),
@@ -116,16 +119,17 @@ def _rounds(ctx: Context, series: dict) -> tuple[dict[str, list[int]], dict[str,
     return times, stages
 
 
-def breakdown(total_ns: list[int], stage_runs: list[dict], floor_ns: list[int],
+def breakdown(total_ns: list[int], stage_runs: list[dict], start_ns: list[int],
               entry_ns: list[int]) -> list[tuple[str, float]]:
     """[(stage, median ms)], summing (medians, so only roughly) to the
-    median total: interpreter start, site + module imports before main(),
-    the launcher's own stages, and the rest (exec of the trampoline, guest
-    run, exit), which is each run's total minus everything measured."""
-    floor_ms = stats.median(floor_ns) / 1e6
+    median total: the interpreter's start (the floor without its teardown,
+    which a launch never runs), the imports before main(), the launcher's
+    own stages, and the rest (exec of the trampoline, jail, guest run,
+    exit), which is each run's total minus everything measured."""
+    start_ms = stats.median(start_ns) / 1e6
     entry_ms = stats.median(entry_ns) / 1e6
-    rows = [("interpreter start (floor)", floor_ms),
-            ("imports before main()", max(entry_ms - floor_ms, 0.0))]
+    rows = [("interpreter start (floor without teardown)", start_ms),
+            ("imports before main()", max(entry_ms - start_ms, 0.0))]
     for stage in STAGES:
         rows.append(("launcher: " + stage, stats.median([run[stage] for run in stage_runs])))
     rest = [t / 1e6 - entry_ms - sum(run[s] for s in STAGES)
@@ -186,8 +190,9 @@ def measure(ctx: Context) -> Section:
     section.notes.append("SPT_TIMING=1 against off (same cache state): %s; off, the switch is one "
                          "environment lookup." % stats.fmt_ratio(cost, 3))
 
-    warm = breakdown(times["spt timed"], stage_runs["spt timed"], floor, times["entry"])
-    cold = breakdown(times["spt cold timed"], stage_runs["spt cold timed"], floor, times["entry"])
+    start = times["floor, no exit"]
+    warm = breakdown(times["spt timed"], stage_runs["spt timed"], start, times["entry"])
+    cold = breakdown(times["spt cold timed"], stage_runs["spt cold timed"], start, times["entry"])
     section.tables.append(Table(
         ["stage", "ms, cache warm", "ms, SPT_CACHE=0"],
         [[name, "%.2f" % w, "%.2f" % c] for (name, w), (_, c) in zip(warm, cold)]
@@ -214,9 +219,12 @@ Wall time from posix_spawn of `solo5-spt hello.spt bench` (default --mem, stdout
 launcher's `#!` line running `-I -S -c pass`. All series run interleaved, one of each
 per round; ratios are medians of the per-round ratios, spreads are interquartile ranges.
 The stage breakdown comes from `SPT_TIMING=1` (milliseconds per launcher stage, printed
-just before the exec; a warm launch's stages are spt/warmlaunch.py's); "imports before
-main()" is the same interpreter, with the same flags, running what the console script
-runs before `main()` (its sys.path and the import of spt.warmlaunch) minus the floor; "trampoline + guest +
-exit" is each timed run's total minus everything else. The launch cache lives in a
+just before the exec; a warm launch's stages are spt/warmlaunch.py's, and a launch it
+hands to spt/launcher.py counts that attempt in its first stage); "interpreter start" is
+the floor leaving by `posix._exit` (a launch execs, it never tears the interpreter
+down); "imports before main()" is the same interpreter, with the same flags, running what
+the console script runs before `main()` (its sys.path and the import of spt.warmlaunch)
+minus that start; "trampoline + guest + exit" is each timed run's total minus everything
+else, the jail's namespaces included. The launch cache lives in a
 fresh directory for the run (SPT_CACHE_DIR), filled by one untimed launch first.
 """

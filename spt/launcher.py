@@ -321,9 +321,11 @@ def write_dump(path: str, plan, rules) -> None:
     write_atomic(path, json.dumps(doc, indent=1).encode())
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, timer=None) -> None:
+    """`timer`: spt/warmlaunch.py's StageTimer, when it tried first."""
     argv = sys.argv[1:] if argv is None else argv
-    timer = StageTimer() if lean.getenv("SPT_TIMING") == "1" else None
+    if timer is None and lean.getenv("SPT_TIMING") == "1":
+        timer = StageTimer()
     try:
         launch(argv, timer)
     except Usage:

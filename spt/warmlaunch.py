@@ -33,8 +33,12 @@ class StageTimer:
         import time
 
         self._now = time.perf_counter
-        self._last = self._now()
+        self._start = self._last = self._now()
         self.stages: list[tuple[str, float]] = []
+
+    def restart(self) -> None:
+        """Forget the stages so far: the next one counts from the start."""
+        self.stages, self._last = [], self._start
 
     def mark(self, stage: str) -> None:
         now = self._now()
@@ -47,16 +51,19 @@ class StageTimer:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    timer = StageTimer() if lean.getenv("SPT_TIMING") == "1" else None
     if lean.getenv("SPT_PLAN_DUMP") is None:
         try:
-            warm_launch(argv)  # execs the guest, or returns
+            warm_launch(argv, timer)  # execs the guest, or returns
         except KeyboardInterrupt:
             sys.exit(130)
         except Exception:
             pass  # the full path makes this launch from scratch, or says why it cannot
+    if timer is not None:
+        timer.restart()  # the full path's first stage counts what was tried here
     from spt import launcher
 
-    launcher.main(argv)
+    launcher.main(argv, timer)
 
 
 def warm_options(argv: list[str]) -> tuple[int, str, list[str]] | None:
@@ -78,14 +85,13 @@ def warm_options(argv: list[str]) -> tuple[int, str, list[str]] | None:
     return mem_mib, argv[i], argv[i + 1:]
 
 
-def warm_launch(argv: list[str]) -> None:
+def warm_launch(argv: list[str], timer=None) -> None:
     """Exec the guest of `argv` if it is a warm launch of a guest without
     devices; return (having closed what it opened) if not."""
     options = warm_options(argv)
     if options is None:
         return
     mem_mib, kernel, args = options
-    timer = StageTimer() if lean.getenv("SPT_TIMING") == "1" else None
     from spt import image as image_mod, plan as plan_mod, policy
     from spt.devices import core
 
