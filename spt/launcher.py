@@ -19,8 +19,10 @@ import sys
 from spt import __version__, SptError, abi, lean
 from spt.devices.core import sanitize_fds
 from spt.lean import Record
-from spt.plan import (TRAMPOLINE, TRAMPOLINE_BASE, exec_trampoline, guest_cmdline,
-                      process_name, process_title)
+# TRAMPOLINE and the process names live in spt/plan.py; named here too for
+# the tool's commands, which ask the launcher.
+from spt.plan import (TRAMPOLINE, TRAMPOLINE_BASE, exec_trampoline,  # noqa: F401
+                      guest_cmdline, process_name, process_title)
 from spt.warmlaunch import StageTimer
 
 PROG = "solo5-spt"

@@ -30,10 +30,12 @@ standard modules.
 """
 
 import _imp
-import _stat as stat  # noqa: F401  (the C module under stat: its functions and constants)
+import _stat
 import posix
 import sys
 from _collections import _tuplegetter
+
+stat = _stat  # the C module under stat: its functions and constants (lean.stat.S_ISREG)
 
 
 # os

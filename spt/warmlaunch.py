@@ -18,7 +18,6 @@ to spt/launcher.py, which makes the launch from scratch or says why it
 cannot, in its own words.
 """
 
-import posix  # not os: the launch path does without it (spt/lean.py)
 import sys
 
 from spt import abi, lean

@@ -17,7 +17,7 @@ from bench import stats
 from bench.bpf import filter_length_from_dump
 from bench.density import checkpoints
 from bench.io import parse_ping, parse_rate, parse_udp
-from bench.launch import breakdown, parse_timing
+from bench.launch import breakdown, entry_code, parse_timing
 from bench.report import md_table, render_markdown
 from bench.results import Section, Table
 from bench.runner import BenchError
@@ -85,10 +85,21 @@ def test_timing_line_is_parsed_and_must_be_complete():
 
 def test_breakdown_rest_is_total_minus_everything_measured():
     stage = {"imports": 3, "image": 1, "devices": 0, "bpf": 1, "plan": 1}
-    rows = dict(breakdown([30e6], [stage], floor_ns=[8e6], entry_ns=[20e6]))
-    assert rows["interpreter start (floor)"] == 8
-    assert rows["site + imports before main()"] == 12
+    rows = dict(breakdown([30e6], [stage], start_ns=[8e6], entry_ns=[20e6]))
+    assert rows["interpreter start (floor without teardown)"] == 8
+    assert rows["imports before main()"] == 12
     assert rows["trampoline + guest + exit"] == 4  # 30 - 20 - 6
+
+
+def test_the_entry_series_runs_the_console_scripts_own_preamble(tmp_path):
+    script = tmp_path / "solo5-spt"
+    script.write_text("#!/x/python -IS\n# a comment\nimport sys\nsys.path += ['/a']\n"
+                      "from spt.warmlaunch import main\nsys.exit(main())\n")
+    assert entry_code(str(script)) == ("# a comment\nimport sys\nsys.path += ['/a']\n"
+                                       "from spt.warmlaunch import main\nimport posix\n"
+                                       "posix._exit(0)")
+    script.write_text("#!/bin/sh\nexec python -I -S \"$0\"\n")
+    assert entry_code(str(script)).startswith("from spt.warmlaunch import main\n")
 
 
 def test_rate_lines_of_guest_and_references():

@@ -66,7 +66,8 @@ def test_the_device_calls_are_compared_first(name):
 def test_hot_calls_are_the_device_policies_calls_in_rule_order():
     assert bpfcompile.hot_calls(DEVICE_SETS["block"]) == ["pread64", "pwrite64"]
     assert bpfcompile.hot_calls(DEVICE_SETS["net"]) == ["read", "write"]
-    assert bpfcompile.hot_calls(DEVICE_SETS["block+net"]) == ["pread64", "pwrite64", "read", "write"]
+    assert bpfcompile.hot_calls(DEVICE_SETS["block+net"]) == ["pread64", "pwrite64", "read",
+                                                              "write"]
     assert bpfcompile.hot_calls(rules()) == []
 
 

@@ -60,7 +60,8 @@ def poison(cache_dir, attached, extra_rule="getpid  # planted"):
     rules = policy.rules_for(attached, texts) + policy.render("planted", extra_rule, {})
     before = entries(cache_dir, "bpf")
     cache.store("bpf", policy.cache_key(attached, texts),
-                (bpfcompile.compile_bpf(rules), bpfcompile.toolchain(), bpfcompile.libseccomp_version()),
+                (bpfcompile.compile_bpf(rules), bpfcompile.toolchain(),
+                 bpfcompile.libseccomp_version()),
                 (policy.__file__, bpfcheck.__file__))
     assert entries(cache_dir, "bpf") == before  # the very entry the launch reads
     return bpfcompile.compile_bpf(policy.rules_for(attached, texts))
@@ -103,7 +104,8 @@ def test_spt_policy_refuses_to_show_rules_its_filter_does_not_enforce(tmp_path, 
     texts = policy.policy_texts(attached)
     fewer = [r for r in policy.rules_for(attached, texts) if r.syscall != "clock_gettime"]
     cache.store("bpf", policy.cache_key(attached, texts),
-                (bpfcompile.compile_bpf(fewer), bpfcompile.toolchain(), bpfcompile.libseccomp_version()),
+                (bpfcompile.compile_bpf(fewer), bpfcompile.toolchain(),
+                 bpfcompile.libseccomp_version()),
                 (policy.__file__, bpfcheck.__file__))
     proc = run([SPT, "policy", "--mem=8", kernel])
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr

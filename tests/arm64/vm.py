@@ -160,7 +160,7 @@ VENV_LAUNCHER = """#!/usr/bin/python3.11 -IS
 # solo5-spt inside the arm64 test VM: the shape of scripts/write-launcher's.
 import sys
 sys.path[1:1] = ["/src", "/usr/local/lib/python3.11/dist-packages", "/usr/lib/python3/dist-packages"]
-from spt.launcher import main
+from spt.warmlaunch import main
 sys.exit(main())
 """
 VENV_TOOL = """#!/src/.venv/bin/python
