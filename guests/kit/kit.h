@@ -40,7 +40,11 @@ struct kit_mft_entry {
         struct { uint8_t mac[6]; uint16_t mtu; } net;
         uint8_t raw[16];
     } u;
-    int64_t hostfd;     /* an int in an 8-byte slot */
+    /* Solo5's `union { void *data; int hostfd; } b`: the host fd is the int
+     * at the start of the 8-byte slot. Solo5's tender writes only that int
+     * and leaves the rest as the note had it, so a guest reads 4 bytes. */
+    int32_t hostfd;
+    uint32_t hostfd_rest;
     uint8_t attached;
     uint8_t pad[7];
 };
@@ -53,6 +57,8 @@ struct kit_mft {
 
 _Static_assert(sizeof(struct kit_boot_info) == 40, "boot info is 40 bytes");
 _Static_assert(sizeof(struct kit_mft_entry) == 104, "manifest entries are 104 bytes");
+_Static_assert(sizeof(((struct kit_mft_entry *)0)->hostfd) == 4,
+               "the host fd is an int (Solo5's tender writes 4 bytes of the slot)");
 
 /* Raw system calls (the only way out of an spt guest). */
 long kit_syscall(long n, long a, long b, long c, long d, long e, long f);
