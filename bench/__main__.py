@@ -112,12 +112,23 @@ def machine_facts(ctx: Context, sizes: Sizes, args: argparse.Namespace) -> dict:
         "load average at start": "%.2f %.2f %.2f" % os.getloadavg(),
         "spt": "%s (git %s)" % (ctx.spt.path, commit or "unknown"),
         "launcher interpreter": "%s (Python %s)" % (ctx.interpreter, python or "?"),
-        "SPT_COMPARE": ctx.compare.path if ctx.compare else "unset",
+        "SPT_COMPARE": compare_version(ctx.compare.path) if ctx.compare else "unset",
         "mode": report.sizes_mode(sizes, baseline_sizes(args),
                                   "--quick" if args.quick else "default sizes",
                                   {"density_n": "BENCH_DENSITY=%s" % os.environ.get("BENCH_DENSITY")}),
         "sizes": ", ".join("%s=%s" % (k, v) for k, v in sizes.__dict__.items()),
     }
+
+
+def compare_version(path: str) -> str:
+    """SPT_COMPARE's path and what its `--version` says first (a Solo5
+    tender: `solo5-spt tender, version V`)."""
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
+        said = (out.stdout + out.stderr).strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        said = []
+    return "%s (%s)" % (path, said[0]) if said else path
 
 
 def _terminate(signum, frame):
