@@ -38,22 +38,32 @@ def cache_dir() -> str | None:
         return explicit.split(":")[0]
     if posix.geteuid() == 0:
         return "/var/cache/spt"
-    base = lean.getenv("XDG_CACHE_HOME") or lean.join(_home(), ".cache")
+    base = lean.getenv("XDG_CACHE_HOME")
+    if not base:
+        home = _home()
+        if home is None:
+            return None  # no home to cache in: every launch does the full work
+        base = lean.join(home, ".cache")
     return lean.join(base, "spt")
 
 
-def _home() -> str:
-    """`os.path.expanduser("~")`: $HOME, else the user database's."""
+def _home() -> str | None:
+    """`os.path.expanduser("~")`: $HOME, else the user database's; None for
+    a uid the database does not know (a container's arbitrary uid)."""
     home = lean.getenv("HOME")
     if home is None:
         import pwd
 
-        home = pwd.getpwuid(posix.geteuid()).pw_dir
+        try:
+            home = pwd.getpwuid(posix.getuid()).pw_dir
+        except KeyError:
+            return None
     return home.rstrip("/") or "/"
 
 
 def _trusted(st) -> bool:
-    return st.st_uid == posix.geteuid() and not st.st_mode & (lean.stat.S_IWGRP | lean.stat.S_IWOTH)
+    return (st.st_uid == posix.geteuid()
+            and not st.st_mode & (lean.stat.S_IWGRP | lean.stat.S_IWOTH))
 
 
 def _path(directory: str, kind: str, key: bytes) -> str:
@@ -215,7 +225,7 @@ def problem(directory: str | None) -> str | None:
     import os
 
     if directory is None:
-        return "turned off (SPT_CACHE=0)"
+        return "turned off (SPT_CACHE=0, or no home directory to hold it)"
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         st = os.stat(directory)

@@ -1,4 +1,4 @@
-"""The launch path's stand-ins for os, collections and struct.
+"""The launch path's stand-ins for os, collections, struct, zlib and resource.
 
 A warm launch is measured against the bare interpreter (`python -I -S -c
 pass`, about 6.5 ms on a 2-core host; docs/benchmarks.md), and the standard
@@ -11,9 +11,9 @@ instead, through this module:
 
 - `posix`, the C module under os: its functions are os's own (`os.open is
   posix.open`). From here: the environment by name (`getenv`), file names
-  as bytes (`fsencode`), `read_file`, `join` and `dirname`, and resource limits read
-  from /proc/self/limits (`getrlimit`); and `lean.stat`, the C module under
-  stat (`S_ISREG`, `S_IWOTH`, ...), without stat.py around it.
+  as bytes (`fsencode`), `read_file`, `join` and `dirname`, resource limits
+  read from /proc/self/limits (`getrlimit`), and `lean.stat`, the C module
+  under stat (`S_ISREG`, `S_IWOTH`, ...) without stat.py around it.
 - `Record`: classes of namedtuple's shape (`class X(Record, fields="a b")`),
   their fields the interpreter's `_collections._tuplegetter`, which
   namedtuple's fields are made of.

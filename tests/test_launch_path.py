@@ -177,3 +177,18 @@ def test_an_entry_made_by_other_code_is_a_miss(tmp_path, monkeypatch):
     source.write_text("RULES = 22\n")  # the code that made the entry changed
     assert cache.load("image", "k", (str(source),)) is None
     assert cache.load("image", "other-key", ()) is None
+
+
+def test_a_user_without_a_home_launches_without_a_cache(kernel_copy, tmp_path):
+    """No $HOME and a uid the user database does not know (a container's
+    arbitrary uid): no cache directory, so every launch does the full work,
+    and says nothing about it."""
+    kernel_copy.chmod(0o644)
+    os.chmod(kernel_copy.parent, 0o755)
+    prefix = ["setpriv", "--reuid=54321", "--regid=54321", "--clear-groups",
+              "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    for _ in range(2):
+        proc = run([*prefix, SOLO5_SPT, "--mem=8", str(kernel_copy), "nohome"], env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert "cmdline: 'nohome'" in proc.stdout and proc.stderr == "", proc.stderr

@@ -2,7 +2,8 @@
 
 Options: `--mem=MB`, `--x-exec-heap`. The guest always gets the console
 (fd 1), one epoll instance and one timerfd for yield; their policy fragment
-is `policies/core.policy`.
+is `policies/core.policy`. Every launch starts from the fd table
+`sanitize_fds` leaves: stdio, and whatever the options name.
 """
 
 import posix  # not os: the launch path's modules do without it (spt/lean.py)
