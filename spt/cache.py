@@ -61,7 +61,9 @@ def _home() -> str | None:
     return home.rstrip("/") or "/"
 
 
-def _trusted(st) -> bool:
+def trusted(st) -> bool:
+    """The rule for everything in the launch cache's directory (the image
+    store's files too): owned by this user, writable by nobody else."""
     return (st.st_uid == posix.geteuid()
             and not st.st_mode & (lean.stat.S_IWGRP | lean.stat.S_IWOTH))
 
@@ -91,7 +93,7 @@ def load(kind: str, key: str, code=()):
         return None
     full = _full_key(kind, key, code)
     try:
-        if not _trusted(posix.stat(directory)):
+        if not trusted(posix.stat(directory)):
             return None
         fd = posix.open(_path(directory, kind, full),
                         posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NOFOLLOW)
@@ -99,7 +101,7 @@ def load(kind: str, key: str, code=()):
         return None
     try:
         st = posix.fstat(fd)
-        if not lean.stat.S_ISREG(st.st_mode) or not _trusted(st) or st.st_size > 1 << 20:
+        if not lean.stat.S_ISREG(st.st_mode) or not trusted(st) or st.st_size > 1 << 20:
             return None
         data = posix.read(fd, st.st_size)
     except OSError:
@@ -133,7 +135,7 @@ def store(kind: str, key: str, value, code=()) -> None:
     tmp = "%s.%d.tmp" % (path, os.getpid())
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        if not _trusted(os.stat(directory)):
+        if not trusted(os.stat(directory)):
             return
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
@@ -231,7 +233,7 @@ def problem(directory: str | None) -> str | None:
         st = os.stat(directory)
         if not lean.stat.S_ISDIR(st.st_mode):
             return "not a directory"
-        if not _trusted(st):
+        if not trusted(st):
             return ("not owned by uid %d, or writable by others: its entries are ignored"
                     % os.geteuid())
         probe = os.path.join(directory, ".probe.%d" % os.getpid())

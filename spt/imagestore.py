@@ -32,7 +32,7 @@ or with SPT_SHARE=0, a launch copies its segments as Solo5's tender does.
 
 import posix  # not os: the launch path's modules do without it (spt/lean.py)
 
-from spt import abi, lean
+from spt import abi, cache, lean
 
 SUBDIR = "images"
 # Bound on the files kept: each is one image's worth of pages; the least
@@ -92,14 +92,8 @@ def dump_mapped_pages() -> None:
         posix.close(fd)
 
 
-def _trusted(st) -> bool:
-    return st.st_uid == posix.geteuid() and not st.st_mode & (lean.stat.S_IWGRP | lean.stat.S_IWOTH)
-
-
 def store_dir() -> str | None:
     """Where the store's files live, or None if guests copy their images."""
-    from spt import cache
-
     if lean.getenv("SPT_SHARE") == "0":
         return None
     base = cache.cache_dir()
@@ -144,8 +138,9 @@ def _open_trusted(path: str, length: int) -> int | None:
         return None
     try:
         st = posix.fstat(fd)
-        if (lean.stat.S_ISREG(st.st_mode) and _trusted(st) and not st.st_mode & lean.stat.S_IWUSR
-                and st.st_size == length and _trusted_dir(lean.dirname(path))):
+        if (lean.stat.S_ISREG(st.st_mode) and cache.trusted(st)
+                and not st.st_mode & lean.stat.S_IWUSR and st.st_size == length
+                and _trusted_dir(lean.dirname(path))):
             posix.utime(fd)  # most recently used: the last to be pruned
             return fd
     except OSError:
@@ -156,7 +151,7 @@ def _open_trusted(path: str, length: int) -> int | None:
 
 def _trusted_dir(directory: str) -> bool:
     st = posix.stat(directory, follow_symlinks=False)
-    return lean.stat.S_ISDIR(st.st_mode) and _trusted(st)
+    return lean.stat.S_ISDIR(st.st_mode) and cache.trusted(st)
 
 
 def _open_matching(path: str, data: bytearray) -> int | None:

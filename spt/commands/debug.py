@@ -9,7 +9,6 @@ guest's, as solo5-spt's.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
